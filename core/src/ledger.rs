@@ -1,0 +1,196 @@
+//! A set of partner accounts with the FX table and the idempotency index: the unit that applies
+//! transactions in order. `settle replay` runs one ledger over a whole scenario; the live engine
+//! runs one per shard.
+
+pub use crate::account::Partner;
+use crate::account::{AccountError, PartnerAccount};
+use crate::fx::{FxRate, FxTable};
+use crate::statement::Statement;
+use crate::time::{Instant, Span};
+use crate::tx::{ExceptionReason, Outcome, TxId, TxInput, TxResult};
+use std::collections::HashMap;
+
+/// `fx_max_age` when a scenario or configuration gives none.
+pub const DEFAULT_FX_MAX_AGE_HOURS: i64 = 24;
+
+#[derive(Clone, Debug)]
+struct IdEntry {
+    content: TxInput,
+    outcome: Outcome,
+}
+
+/// What the idempotency index says of an incoming transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdCheck {
+    /// Never seen: apply it, then `record` the outcome.
+    New,
+    /// Seen with the same content: return this first result, change nothing.
+    Repeat(Outcome),
+    /// Seen with other content: `duplicate_conflict`; the first content keeps the id.
+    Conflict,
+}
+
+/// The idempotency index: every id seen, with its first content and first outcome.
+#[derive(Clone, Debug)]
+pub struct IdIndex {
+    entries: HashMap<TxId, IdEntry, ahash::RandomState>,
+}
+
+impl IdIndex {
+    pub fn new(hash_seed: u64) -> IdIndex {
+        IdIndex { entries: HashMap::with_hasher(seeded(hash_seed, 0x1d5)) }
+    }
+
+    pub fn check(&self, tx: &TxInput) -> IdCheck {
+        match self.entries.get(&tx.id) {
+            None => IdCheck::New,
+            Some(entry) if entry.content.same_content(tx) => IdCheck::Repeat(entry.outcome.clone()),
+            Some(_) => IdCheck::Conflict,
+        }
+    }
+
+    /// Records the first outcome of a new id.
+    pub fn record(&mut self, tx: TxInput, outcome: Outcome) {
+        debug_assert!(!self.entries.contains_key(&tx.id));
+        self.entries.insert(tx.id.clone(), IdEntry { content: tx, outcome });
+    }
+
+    pub fn get(&self, id: &str) -> Option<(&TxInput, &Outcome)> {
+        self.entries.get(id).map(|e| (&e.content, &e.outcome))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("partner {0:?} is already registered")]
+    DuplicatePartner(String),
+    #[error("partner {0:?} is not registered")]
+    UnknownPartner(String),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+}
+
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    accounts: Vec<PartnerAccount>,
+    by_id: HashMap<String, usize, ahash::RandomState>,
+    fx: FxTable,
+    fx_max_age: Span,
+    ids: IdIndex,
+    hash_seed: u64,
+}
+
+fn seeded(seed: u64, salt: u64) -> ahash::RandomState {
+    let s = seed ^ salt;
+    ahash::RandomState::with_seeds(s, s.rotate_left(13), s.rotate_left(29), s.rotate_left(43))
+}
+
+impl Ledger {
+    /// A ledger whose hash maps are keyed by `hash_seed` (an input: the core draws no entropy).
+    pub fn new(fx_max_age: Span, hash_seed: u64) -> Ledger {
+        Ledger {
+            accounts: Vec::new(),
+            by_id: HashMap::with_hasher(seeded(hash_seed, 0x5e77_1e00)),
+            fx: FxTable::new(),
+            fx_max_age,
+            ids: IdIndex::new(hash_seed),
+            hash_seed,
+        }
+    }
+
+    pub fn add_partner(&mut self, partner: Partner) -> Result<(), LedgerError> {
+        if self.by_id.contains_key(&partner.id) {
+            return Err(LedgerError::DuplicatePartner(partner.id));
+        }
+        let id = partner.id.clone();
+        let seed = self.hash_seed ^ (self.accounts.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let account = PartnerAccount::open(partner, seed)?;
+        self.by_id.insert(id, self.accounts.len());
+        self.accounts.push(account);
+        Ok(())
+    }
+
+    pub fn add_rate(&mut self, rate: FxRate) {
+        self.fx.insert(rate);
+    }
+
+    pub fn fx(&self) -> &FxTable {
+        &self.fx
+    }
+
+    pub fn fx_max_age(&self) -> Span {
+        self.fx_max_age
+    }
+
+    pub fn account(&self, id: &str) -> Option<&PartnerAccount> {
+        self.by_id.get(id).map(|&i| &self.accounts[i])
+    }
+
+    pub fn account_mut(&mut self, id: &str) -> Option<&mut PartnerAccount> {
+        self.by_id.get(id).map(|&i| &mut self.accounts[i])
+    }
+
+    /// Accounts ordered by partner id (byte order).
+    pub fn accounts_by_id(&self) -> Vec<&PartnerAccount> {
+        let mut all: Vec<&PartnerAccount> = self.accounts.iter().collect();
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        all
+    }
+
+    pub fn transaction_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The first result recorded for `id`, if any.
+    pub fn lookup(&self, id: &str) -> Option<&Outcome> {
+        self.ids.get(id).map(|(_, outcome)| outcome)
+    }
+
+    /// Applies one transaction. Periods of its partner due at `min(received_at, close_limit)` are
+    /// closed first (their statements appended to `statements`). A repeated id with the same
+    /// content returns the first result and changes nothing; with other content it is a
+    /// `duplicate_conflict` and the first content keeps the id.
+    pub fn apply(&mut self, tx: TxInput, close_limit: Instant, statements: &mut Vec<Statement>) -> TxResult {
+        match self.ids.check(&tx) {
+            IdCheck::New => {}
+            IdCheck::Repeat(outcome) => return TxResult { outcome, duplicate: true },
+            IdCheck::Conflict => {
+                let outcome = Outcome::Exception(ExceptionReason::DuplicateConflict);
+                return TxResult { outcome, duplicate: false };
+            }
+        }
+        let account = tx.partner.as_deref().and_then(|p| self.by_id.get(p)).map(|&i| &mut self.accounts[i]);
+        let outcome = match account {
+            None => Outcome::Exception(ExceptionReason::UnknownPartner),
+            Some(account) => {
+                account.close_due(tx.received_at.min(close_limit), statements);
+                account.apply(&tx, &self.fx, self.fx_max_age)
+            }
+        };
+        self.ids.record(tx, outcome.clone());
+        TxResult { outcome, duplicate: false }
+    }
+
+    /// Closes every account's periods due at `now`, in partner-id order.
+    pub fn close_due(&mut self, now: Instant, statements: &mut Vec<Statement>) {
+        let mut order: Vec<usize> = (0..self.accounts.len()).collect();
+        order.sort_by(|&a, &b| self.accounts[a].id().cmp(self.accounts[b].id()));
+        for i in order {
+            self.accounts[i].close_due(now, statements);
+        }
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Ledger {
+        Ledger::new(Span::from_hours(DEFAULT_FX_MAX_AGE_HOURS), 0)
+    }
+}
