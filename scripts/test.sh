@@ -9,3 +9,8 @@ source scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
+
+# Differential check of the settlement numbers: random scenarios through `settle replay` and
+# through an independent Python reading of the spec (tools/refimpl) must agree exactly.
+cargo build --locked -q -p settle-node --bin settle
+python3 tools/refimpl/diffcheck.py "$CARGO_TARGET_DIR/debug/settle" --cases 300 --seed 1
