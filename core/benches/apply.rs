@@ -8,8 +8,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use settle_core::contract::{SaleFee, Share};
 use settle_core::cycle::{parse_tz, Cycle, CycleKind};
 use settle_core::{
-    AmountField, Contract, ContractVersion, Currency, Dec, FxRate, Instant, Ledger, Minor, Partner, Span, TxId,
-    TxInput, TxKind,
+    AmountField, Contract, ContractVersion, Currency, Dec, FxRate, Instant, Ledger, Minor, Partner, Span,
+    TxId, TxInput, TxKind,
 };
 use std::hint::black_box;
 

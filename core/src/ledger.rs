@@ -7,7 +7,7 @@ use crate::account::{AccountError, PartnerAccount};
 use crate::fx::{FxRate, FxTable};
 use crate::statement::Statement;
 use crate::time::{Instant, Span};
-use crate::tx::{ExceptionReason, Outcome, TxId, TxInput, TxResult};
+use crate::tx::{ExceptionReason, Outcome, TxInput, TxResult};
 use std::collections::HashMap;
 
 /// `fx_max_age` when a scenario or configuration gives none.
@@ -79,7 +79,6 @@ impl IdIndex {
     }
 
     fn hash(&self, id: &str) -> u64 {
-        use std::hash::BuildHasher;
         self.hasher.hash_one(id)
     }
 
