@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p settle-core --bench apply`
 
+// Test and benchmark helpers fail loudly on broken fixtures; that is their job.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use settle_core::contract::{SaleFee, Share};
 use settle_core::cycle::{parse_tz, Cycle, CycleKind};

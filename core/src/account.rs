@@ -13,7 +13,7 @@ use crate::split::MAX_PARTIES;
 use crate::statement::{FeeBreakdown, Statement};
 use crate::time::{Instant, Span};
 use crate::tx::{AmountField, Applied, ExceptionReason, Outcome, TxInput, TxKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// How far `occurred_at` may lie after `received_at` before it is `future_timestamp`.
 pub const FUTURE_TOLERANCE_SECONDS: i64 = 5 * 60;
@@ -77,6 +77,41 @@ struct PeriodStats {
     payouts: i128,
     transaction_count: u64,
     late_count: u64,
+}
+
+/// Figures of the periods that have transactions and are not closed yet, ordered by start. An
+/// account rarely has more than two (the current one and one in its grace time), so a sorted
+/// vector is both smaller and faster than a tree, whose nodes are sized for many entries.
+#[derive(Clone, Debug, Default)]
+struct OpenPeriods(Vec<(Instant, PeriodStats)>);
+
+impl OpenPeriods {
+    fn position(&self, start: Instant) -> Result<usize, usize> {
+        self.0.binary_search_by(|(s, _)| s.cmp(&start))
+    }
+
+    fn get(&self, start: Instant) -> Option<&PeriodStats> {
+        self.position(start).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_or_insert(&mut self, start: Instant) -> &mut PeriodStats {
+        let i = match self.position(start) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (start, PeriodStats::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, start: Instant) -> Option<PeriodStats> {
+        self.position(start).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,7 +190,7 @@ pub struct PartnerAccount {
     /// The oldest period not yet closed.
     next_to_close: Period,
     last_closing: Minor,
-    open: BTreeMap<Instant, PeriodStats>,
+    open: OpenPeriods,
     /// The period most recently assigned on time: most transactions fall into it.
     recent: Period,
     statements_issued: u64,
@@ -193,7 +228,7 @@ impl PartnerAccount {
             first_period,
             next_to_close: first_period,
             last_closing: Minor::ZERO,
-            open: BTreeMap::new(),
+            open: OpenPeriods::default(),
             recent: first_period,
             statements_issued: 0,
         };
@@ -317,7 +352,7 @@ impl PartnerAccount {
 
     fn close_one(&mut self) -> Statement {
         let period = self.next_to_close;
-        let stats = self.open.remove(&period.start).unwrap_or_default();
+        let stats = self.open.remove(period.start).unwrap_or_default();
         let (statement, period_fees) = self.statement_for(period, &stats);
         let payable = PARTY_BASE + PARTNER;
         self.ledgers[payable] += period_fees;
@@ -611,7 +646,7 @@ impl PartnerAccount {
                 .ok_or(E::InvalidAmount)?;
         }
         // New period figures.
-        let current = self.open.get(&period.start);
+        let current = self.open.get(period.start);
         let base = |f: fn(&PeriodStats) -> i128| current.map_or(0, f);
         let add = |a: i128, b: i128| a.checked_add(b).ok_or(E::InvalidAmount);
         let gross_sales = add(base(|s| s.gross_sales), effect.gross_sales)?;
@@ -634,7 +669,7 @@ impl PartnerAccount {
             self.ledgers[ledger] = value;
         }
         let parties = self.parties.len();
-        let stats = self.open.entry(period.start).or_default();
+        let stats = self.open.get_or_insert(period.start);
         stats.gross_sales = gross_sales;
         stats.refunds = refunds;
         stats.chargebacks = chargebacks;
@@ -660,7 +695,7 @@ impl PartnerAccount {
     /// without changing anything: the partner's live preview.
     pub fn preview(&self) -> Statement {
         let empty = PeriodStats::default();
-        let stats = self.open.get(&self.next_to_close.start).unwrap_or(&empty);
+        let stats = self.open.get(self.next_to_close.start).unwrap_or(&empty);
         self.statement_for(self.next_to_close, stats).0
     }
 }

@@ -27,15 +27,20 @@ pub enum IdCheck {
 /// The idempotency index: every id seen, with its first content and first outcome.
 ///
 /// It is on every transaction's path and grows without bound, so it is laid out for the cache:
-/// entries live in one vector, and a compact map from the id's 64-bit hash to the newest entry
-/// with that hash (entries with equal hashes are chained) finds them. A lookup touches one small
-/// map slot and one entry, and no id is copied to serve as a key.
+/// entries live in fixed-size chunks (growing never copies the entries already stored), and a
+/// compact map from the id's 64-bit hash to the newest entry with that hash (entries with equal
+/// hashes are chained) finds them. A lookup touches one small map slot and one entry, and no id
+/// is copied to serve as a key.
 #[derive(Clone, Debug)]
 pub struct IdIndex {
     heads: HashMap<u64, usize, PassThroughHasher>,
-    entries: Vec<IdEntry>,
+    chunks: Vec<Vec<IdEntry>>,
+    len: usize,
     hasher: ahash::RandomState,
 }
+
+/// Entries per chunk of the id index.
+const ID_CHUNK: usize = 4096;
 
 #[derive(Clone, Debug)]
 struct IdEntry {
@@ -75,7 +80,7 @@ impl std::hash::Hasher for PassThrough {
 
 impl IdIndex {
     pub fn new(hash_seed: u64) -> IdIndex {
-        IdIndex { heads: HashMap::default(), entries: Vec::new(), hasher: seeded(hash_seed, 0x1d5) }
+        IdIndex { heads: HashMap::default(), chunks: Vec::new(), len: 0, hasher: seeded(hash_seed, 0x1d5) }
     }
 
     fn hash(&self, id: &str) -> u64 {
@@ -85,7 +90,7 @@ impl IdIndex {
     fn find(&self, id: &str) -> Option<&IdEntry> {
         let mut next = self.heads.get(&self.hash(id)).copied();
         while let Some(i) = next {
-            let entry = self.entries.get(i)?;
+            let entry = self.chunks.get(i / ID_CHUNK)?.get(i % ID_CHUNK)?;
             if entry.content.id.as_str() == id {
                 return Some(entry);
             }
@@ -105,10 +110,16 @@ impl IdIndex {
     /// Records the first outcome of a new id.
     pub fn record(&mut self, tx: TxInput, outcome: Outcome) {
         debug_assert!(self.find(tx.id.as_str()).is_none());
-        let index = self.entries.len();
+        let index = self.len;
         let hash = self.hash(tx.id.as_str());
         let next_same_hash = self.heads.insert(hash, index);
-        self.entries.push(IdEntry { content: tx, outcome, next_same_hash });
+        if index % ID_CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(ID_CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(IdEntry { content: tx, outcome, next_same_hash });
+            self.len += 1;
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<(&TxInput, &Outcome)> {
@@ -116,11 +127,11 @@ impl IdIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 }
 

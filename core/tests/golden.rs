@@ -2,6 +2,11 @@
 //! `tests/golden/NAME.expected.json`. The expected files are hand-checked against the spec, never
 //! copied from the program's output.
 
+// Test and benchmark helpers fail loudly on broken fixtures; that is their job.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+// The golden runner reads its fixtures; the no-I/O rule is for the library, not its tests.
+#![allow(clippy::disallowed_methods)]
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,9 @@
 //! `settle replay` as a user runs it: golden output on stdout, and for a malformed scenario exit
 //! code 2 with a message naming the field, never a panic.
 
+// Test and benchmark helpers fail loudly on broken fixtures; that is their job.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
