@@ -1,6 +1,7 @@
-"""Writes hand-computed expected outputs. Every number is entered by hand (see the comments in
+"""Writes hand-computed expected outputs (run: cd core/tests/golden/hand && python3 exp_NAME.py). Every number is entered by hand (see the comments in
 each scenario's section); the helper only formats them and checks the spec's identities."""
 import json
+import os
 from decimal import Decimal as D
 
 def amt(x, e):
@@ -33,6 +34,8 @@ def write(name, statements, exceptions, balances):
     chain(statements)
     out = {"statements": statements, "exceptions": [{"id": i, "reason": r} for i, r in exceptions],
            "balances": [{"partner": p, "payable": v} for p, v in balances]}
-    with open(f"/tmp/g/{name}.expected.json", "w") as f:
+    # Writes next to the scenarios: core/tests/golden/NAME.expected.json.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", f"{name}.expected.json")
+    with open(path, "w") as f:
         json.dump(out, f, indent=2)
         f.write("\n")
