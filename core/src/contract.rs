@@ -160,6 +160,11 @@ impl ContractVersion {
         })
     }
 
+    /// Share percents as mantissas at one common scale, in contract order, and that scale.
+    pub fn share_mantissas(&self) -> (&[i128], u32) {
+        (&self.share_mantissas, self.share_scale)
+    }
+
     /// Largest-remainder split of `amount` (minor units of S) over this version's shares.
     pub fn split(&self, amount: Minor) -> Option<Parts> {
         largest_remainder(amount.0, &self.share_mantissas, self.share_scale)
