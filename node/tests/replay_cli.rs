@@ -21,10 +21,9 @@ fn run_replay(path: &Path) -> Output {
         .expect("settle binary runs")
 }
 
-fn write_temp(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("settle-replay-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+/// Writes `text` into `dir` (a per-test temporary directory, removed when the test ends).
+fn write_temp(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
     std::fs::write(&path, text).expect("temp file written");
     path
 }
@@ -75,7 +74,8 @@ fn base() -> Value {
 
 #[test]
 fn base_scenario_is_well_formed() {
-    let path = write_temp("base.json", &base().to_string());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_temp(&dir, "base.json", &base().to_string());
     let output = run_replay(&path);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
 }
@@ -143,6 +143,31 @@ fn malformed_scenarios_exit_2_naming_the_field() {
             }),
             "partners[0].contracts[0].period_fees[1]",
         ),
+        ("partners_not_an_array", Box::new(|v| v["partners"] = json!({})), "partners"),
+        ("transaction_not_an_object", Box::new(|v| v["transactions"] = json!([5])), "transactions[0]"),
+        (
+            "monthly_day_29",
+            Box::new(|v| {
+                v["partners"][0]["cycle"] =
+                    json!({"every": "monthly", "day": 29, "cutoff": "00:00", "tz": "UTC"})
+            }),
+            "partners[0].cycle.day",
+        ),
+        (
+            "cutoff_25_00",
+            Box::new(|v| v["partners"][0]["cycle"]["cutoff"] = json!("25:00")),
+            "partners[0].cycle.cutoff",
+        ),
+        (
+            "bps_not_a_decimal",
+            Box::new(|v| v["partners"][0]["contracts"][0]["fees"][0]["bps"] = json!(true)),
+            "partners[0].contracts[0].fees[0].bps",
+        ),
+        (
+            "huge_percent",
+            Box::new(|v| v["partners"][0]["contracts"][0]["shares"][0]["percent"] = json!("9".repeat(40))),
+            "partners[0].contracts[0].shares[0].percent",
+        ),
         (
             "missing_close_until",
             Box::new(|v| {
@@ -151,10 +176,11 @@ fn malformed_scenarios_exit_2_naming_the_field() {
             "close_until",
         ),
     ];
+    let dir = tempfile::tempdir().expect("temp dir");
     for (name, edit, field) in cases {
         let mut scenario = base();
         edit(&mut scenario);
-        let path = write_temp(&format!("{name}.json"), &scenario.to_string());
+        let path = write_temp(&dir, &format!("{name}.json"), &scenario.to_string());
         let output = run_replay(&path);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
@@ -162,6 +188,15 @@ fn malformed_scenarios_exit_2_naming_the_field() {
         assert!(stderr.contains(field), "{name}: {stderr:?} should name {field}");
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
+}
+
+#[test]
+fn an_id_of_64_bytes_is_accepted() {
+    let mut scenario = base();
+    scenario["transactions"][0]["id"] = json!("x".repeat(64));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = run_replay(&write_temp(&dir, "id64.json", &scenario.to_string()));
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
@@ -173,8 +208,9 @@ fn bad_json_exits_2_with_line_and_column() {
         ("truncated", "{\"partners\": [{\"id\": \"p\""),
         ("top_level_array", "[]"),
     ];
+    let dir = tempfile::tempdir().expect("temp dir");
     for &(name, text) in cases {
-        let path = write_temp(&format!("{name}.json"), text);
+        let path = write_temp(&dir, &format!("{name}.json"), text);
         let output = run_replay(&path);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
