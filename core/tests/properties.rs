@@ -448,3 +448,64 @@ fn generated_scenarios_exercise_every_outcome() {
     assert!(reasons.len() >= 9, "{reasons:?}");
     assert!(statements > 100 && late > 0, "{statements} statements, {late} late");
 }
+
+/// Every JSON pointer into `value` (objects by key, arrays by index), the root excluded.
+fn pointers(value: &Value, prefix: String, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let p = format!("{prefix}/{}", k.replace('~', "~0").replace('/', "~1"));
+                out.push(p.clone());
+                pointers(v, p, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                let p = format!("{prefix}/{i}");
+                out.push(p.clone());
+                pointers(v, p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// A scenario with a few fields replaced by junk is either refused with a field-naming error or
+    /// replayed with the identities intact; it never panics.
+    #[test]
+    fn mangled_scenarios_are_refused_or_replayed_never_panic(seed in any::<u64>(), edits in 1usize..4) {
+        let mut scenario = random_scenario(seed);
+        let mut g = Gen(seed ^ 0xdead_beef);
+        let junk = [
+            json!(null), json!(""), json!("-1"), json!("1e3"), json!(0), json!(-7), json!(true), json!([]),
+            json!({}), json!("9".repeat(40)), json!("2026-13-01T00:00:00Z"), json!("P1Y"), json!("0.0000001"),
+            json!("mon"), json!("99:99"), json!("Mars/Olympus"), json!("x".repeat(65)), json!(1.5),
+        ];
+        for _ in 0..edits {
+            let mut all = Vec::new();
+            pointers(&scenario, String::new(), &mut all);
+            if all.is_empty() {
+                break;
+            }
+            let target = g.pick(&all).clone();
+            let replacement = g.pick(&junk).clone();
+            if let Some(slot) = scenario.pointer_mut(&target) {
+                *slot = replacement;
+            }
+        }
+        match settle_core::scenario::parse(&scenario.to_string()) {
+            Err(settle_core::scenario::ScenarioError::Field { path, .. }) => prop_assert!(!path.is_empty()),
+            Err(settle_core::scenario::ScenarioError::Json { .. }) => {}
+            Ok(parsed) => {
+                if let Ok(outcome) = settle_core::replay::run(&parsed) {
+                    check_double_entry(&outcome.ledger);
+                    check_statements(&outcome.statements);
+                    let _ = outcome.to_json();
+                }
+            }
+        }
+    }
+}
