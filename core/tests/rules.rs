@@ -204,6 +204,13 @@ fn exception_checks_run_in_the_spec_order() {
             json!({"kind": "refund", "original": "s1", "amount": "500.00", "occurred_at": future}),
             Some(R::FutureTimestamp),
         ),
+        // Decimals are counted in the transaction's own currency, before its currency is compared
+        // with the sale's: 1.5 JPY is not an amount at all.
+        (
+            "too precise for its currency and not the sale's",
+            json!({"kind": "refund", "original": "s1", "currency": "JPY", "amount": "1.5"}),
+            Some(R::InvalidAmount),
+        ),
         (
             "payout in USD above payable",
             json!({"kind": "payout", "currency": "USD", "amount": "9999.00"}),
@@ -492,6 +499,9 @@ fn fx_direct_inverse_stale_and_unavailable() {
         ("1.00", "USD", "2026-03-09T23:59:59Z", Err(R::FxUnavailable)),
         // JPY -> USD -> EUR would be a cross rate: not used.
         ("1000", "JPY", "2026-03-10T08:00:00Z", Err(R::FxUnavailable)),
+        // The direct rate is chosen first, then its age checked: a fresh inverse rate does not
+        // rescue a stale direct one (USD->EUR is 27 hours old here, EUR->USD only 21 hours).
+        ("1.00", "USD", "2026-03-11T03:00:00Z", Err(R::FxStale)),
         // A rate published after occurred_at does not count.
         ("1.00", "CHF", "2026-03-10T23:00:00Z", Err(R::FxUnavailable)),
     ];
@@ -528,6 +538,8 @@ fn idempotency_compares_content_by_value() {
         ("no metadata", json!({"metadata": null}), false),
         ("a reason added", json!({"reason": "x"}), false),
         ("other kind", json!({"kind": "payout"}), false),
+        // A malformed amount is kept as its JSON text: a number is not the string of its digits.
+        ("amount as a JSON number", json!({"amount": 100}), false),
     ];
     for (row, changes, repeat) in rows {
         let mut run = checks_fixture();
