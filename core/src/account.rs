@@ -9,11 +9,11 @@ use crate::currency::Currency;
 use crate::cycle::{Cycle, Period};
 use crate::decimal::{mul_div_half_even, Minor};
 use crate::fx::{FxError, FxTable};
-use crate::split::MAX_PARTIES;
+use crate::split::{largest_remainder, Parts, MAX_PARTIES};
 use crate::statement::{FeeBreakdown, Statement};
 use crate::time::{Instant, Span};
 use crate::tx::{AmountField, Applied, ExceptionReason, Outcome, TxInput, TxKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// How far `occurred_at` may lie after `received_at` before it is `future_timestamp`.
 pub const FUTURE_TOLERANCE_SECONDS: i64 = 5 * 60;
@@ -77,6 +77,69 @@ struct PeriodStats {
     payouts: i128,
     transaction_count: u64,
     late_count: u64,
+}
+
+/// How to split an amount over one contract version: the party number and the share mantissa
+/// of each share, side by side in the account. Reading them through the contract would touch the
+/// version, its mantissas and a separate list of party numbers: three cache misses on every sale
+/// and reversal once accounts outnumber the cache.
+///
+/// `repr(C)` keeps the small header next to the first mantissas, so that a split of a few parties
+/// reads one or two adjacent cache lines.
+#[derive(Clone, Debug)]
+#[repr(C)]
+struct SplitPlan {
+    len: usize,
+    scale: u32,
+    slots: [u8; MAX_PARTIES],
+    mantissas: [i128; MAX_PARTIES],
+}
+
+impl SplitPlan {
+    /// Party numbers in contract order.
+    fn parties(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots[..self.len].iter().map(|&slot| usize::from(slot))
+    }
+
+    /// The same largest-remainder split as [`ContractVersion::split`].
+    fn split(&self, amount: Minor) -> Option<Parts> {
+        largest_remainder(amount.0, &self.mantissas[..self.len], self.scale)
+    }
+}
+
+/// Figures of the periods that have transactions and are not closed yet, ordered by start. An
+/// account rarely has more than two (the current one and one in its grace time), so a sorted
+/// vector is both smaller and faster than a tree, whose nodes are sized for many entries.
+#[derive(Clone, Debug, Default)]
+struct OpenPeriods(Vec<(Instant, PeriodStats)>);
+
+impl OpenPeriods {
+    fn position(&self, start: Instant) -> Result<usize, usize> {
+        self.0.binary_search_by(|(s, _)| s.cmp(&start))
+    }
+
+    fn get(&self, start: Instant) -> Option<&PeriodStats> {
+        self.position(start).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_or_insert(&mut self, start: Instant) -> &mut PeriodStats {
+        let i = match self.position(start) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (start, PeriodStats::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn remove(&mut self, start: Instant) -> Option<PeriodStats> {
+        self.position(start).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -146,8 +209,8 @@ pub struct PartnerAccount {
     contract: Contract,
     /// Party names; the index is the party's number.
     parties: Vec<String>,
-    /// For each contract version (registration index): the party number of each share.
-    version_parties: Vec<Vec<usize>>,
+    /// For each contract version (registration index): how to split an amount over its parties.
+    split_plans: Vec<SplitPlan>,
     /// Sub-ledger balances, debit-positive: clearing, fees, then one per party.
     ledgers: Vec<i128>,
     sales: HashMap<String, SaleRecord, ahash::RandomState>,
@@ -155,7 +218,7 @@ pub struct PartnerAccount {
     /// The oldest period not yet closed.
     next_to_close: Period,
     last_closing: Minor,
-    open: BTreeMap<Instant, PeriodStats>,
+    open: OpenPeriods,
     /// The period most recently assigned on time: most transactions fall into it.
     recent: Period,
     statements_issued: u64,
@@ -182,7 +245,7 @@ impl PartnerAccount {
             cycle: partner.cycle,
             contract: partner.contract,
             parties: vec![PARTNER_PARTY.to_string(), PLATFORM_PARTY.to_string()],
-            version_parties: Vec::new(),
+            split_plans: Vec::new(),
             ledgers: vec![0; PARTY_BASE + 2],
             sales: HashMap::with_hasher(ahash::RandomState::with_seeds(
                 hash_seed,
@@ -193,7 +256,7 @@ impl PartnerAccount {
             first_period,
             next_to_close: first_period,
             last_closing: Minor::ZERO,
-            open: BTreeMap::new(),
+            open: OpenPeriods::default(),
             recent: first_period,
             statements_issued: 0,
         };
@@ -207,8 +270,14 @@ impl PartnerAccount {
         let Some(version) = self.contract.version(index) else {
             return Ok(());
         };
-        let mut slots = Vec::with_capacity(version.shares.len());
-        for share in &version.shares {
+        let (mantissas, scale) = version.share_mantissas();
+        let mut plan = SplitPlan {
+            len: version.shares.len(),
+            scale,
+            slots: [0; MAX_PARTIES],
+            mantissas: [0; MAX_PARTIES],
+        };
+        for (i, share) in version.shares.iter().enumerate() {
             let slot = match self.parties.iter().position(|p| *p == share.party) {
                 Some(slot) => slot,
                 None => {
@@ -220,10 +289,12 @@ impl PartnerAccount {
                     self.parties.len() - 1
                 }
             };
-            slots.push(slot);
+            // MAX_ACCOUNT_PARTIES keeps every party number within a byte.
+            plan.slots[i] = u8::try_from(slot).map_err(|_| AccountError::TooManyParties)?;
+            plan.mantissas[i] = mantissas.get(i).copied().unwrap_or(0);
         }
-        assert_eq!(self.version_parties.len(), index);
-        self.version_parties.push(slots);
+        assert_eq!(self.split_plans.len(), index);
+        self.split_plans.push(plan);
         Ok(())
     }
 
@@ -317,7 +388,7 @@ impl PartnerAccount {
 
     fn close_one(&mut self) -> Statement {
         let period = self.next_to_close;
-        let stats = self.open.remove(&period.start).unwrap_or_default();
+        let stats = self.open.remove(period.start).unwrap_or_default();
         let (statement, period_fees) = self.statement_for(period, &stats);
         let payable = PARTY_BASE + PARTNER;
         self.ledgers[payable] += period_fees;
@@ -349,11 +420,11 @@ impl PartnerAccount {
         fee_figures[FEE_MINIMUM] += minimum;
 
         let share_of = |party: usize| Minor(stats.shares.get(party).copied().unwrap_or(0));
-        let listed = &self.version_parties[version_index];
+        let plan = &self.split_plans[version_index];
         let mut shares: Vec<(String, Minor)> =
-            listed.iter().map(|&p| (self.parties[p].clone(), share_of(p))).collect();
+            plan.parties().map(|p| (self.parties[p].clone(), share_of(p))).collect();
         for &party in &stats.touched {
-            if !listed.contains(&party) {
+            if !plan.parties().any(|p| p == party) {
                 shares.push((self.parties[party].clone(), share_of(party)));
             }
         }
@@ -529,9 +600,9 @@ impl PartnerAccount {
     ) -> Result<Minor, ExceptionReason> {
         use ExceptionReason as E;
         let version = &self.contract.versions()[version_index];
-        let slots = &self.version_parties[version_index];
-        let parts = version.split(amount_s).ok_or(E::InvalidAmount)?;
-        for (i, &party) in slots.iter().enumerate() {
+        let plan = &self.split_plans[version_index];
+        let parts = plan.split(amount_s).ok_or(E::InvalidAmount)?;
+        for (i, party) in plan.parties().enumerate() {
             let part = parts.get(i);
             effect.post(CLEARING, PARTY_BASE + party, part);
             effect.share(party, part);
@@ -559,11 +630,10 @@ impl PartnerAccount {
         let a = sale.amount.0;
         let before = mul_div_half_even(sale.amount_s.0, sale.reversed.0, a).ok_or(E::InvalidAmount)?;
         let after = mul_div_half_even(sale.amount_s.0, reversed.0, a).ok_or(E::InvalidAmount)?;
-        let version = self.contract.version(sale.version).ok_or(E::UnknownOriginal)?;
-        let slots = &self.version_parties[sale.version];
-        let parts_before = version.split(Minor(before)).ok_or(E::InvalidAmount)?;
-        let parts_after = version.split(Minor(after)).ok_or(E::InvalidAmount)?;
-        for (i, &party) in slots.iter().enumerate() {
+        let plan = self.split_plans.get(sale.version).ok_or(E::UnknownOriginal)?;
+        let parts_before = plan.split(Minor(before)).ok_or(E::InvalidAmount)?;
+        let parts_after = plan.split(Minor(after)).ok_or(E::InvalidAmount)?;
+        for (i, party) in plan.parties().enumerate() {
             let back = parts_after.get(i) - parts_before.get(i);
             effect.post(PARTY_BASE + party, CLEARING, back);
             effect.share(party, -back);
@@ -611,7 +681,7 @@ impl PartnerAccount {
                 .ok_or(E::InvalidAmount)?;
         }
         // New period figures.
-        let current = self.open.get(&period.start);
+        let current = self.open.get(period.start);
         let base = |f: fn(&PeriodStats) -> i128| current.map_or(0, f);
         let add = |a: i128, b: i128| a.checked_add(b).ok_or(E::InvalidAmount);
         let gross_sales = add(base(|s| s.gross_sales), effect.gross_sales)?;
@@ -634,7 +704,7 @@ impl PartnerAccount {
             self.ledgers[ledger] = value;
         }
         let parties = self.parties.len();
-        let stats = self.open.entry(period.start).or_default();
+        let stats = self.open.get_or_insert(period.start);
         stats.gross_sales = gross_sales;
         stats.refunds = refunds;
         stats.chargebacks = chargebacks;
@@ -660,7 +730,7 @@ impl PartnerAccount {
     /// without changing anything: the partner's live preview.
     pub fn preview(&self) -> Statement {
         let empty = PeriodStats::default();
-        let stats = self.open.get(&self.next_to_close.start).unwrap_or(&empty);
+        let stats = self.open.get(self.next_to_close.start).unwrap_or(&empty);
         self.statement_for(self.next_to_close, stats).0
     }
 }

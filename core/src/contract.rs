@@ -160,6 +160,11 @@ impl ContractVersion {
         })
     }
 
+    /// Share percents as mantissas at one common scale, in contract order, and that scale.
+    pub fn share_mantissas(&self) -> (&[i128], u32) {
+        (&self.share_mantissas, self.share_scale)
+    }
+
     /// Largest-remainder split of `amount` (minor units of S) over this version's shares.
     pub fn split(&self, amount: Minor) -> Option<Parts> {
         largest_remainder(amount.0, &self.share_mantissas, self.share_scale)
@@ -314,6 +319,11 @@ impl Contract {
     /// Index of the version in force at `t`: the latest `effective_from <= t`; before the first,
     /// the earliest. On equal instants the later registered wins.
     pub fn index_in_force(&self, t: Instant) -> usize {
+        // Most partners have one version; answering without touching the time index saves a
+        // cache miss on every transaction.
+        if self.versions.len() == 1 {
+            return 0;
+        }
         let versions = &self.versions;
         let after = self.by_time.partition_point(|&i| versions[i].effective_from <= t);
         let position = if after > 0 {

@@ -170,8 +170,32 @@ pub fn round_div_half_even(num: i128, den: i128) -> Option<i128> {
     if den <= 0 {
         return None;
     }
+    // 128-bit division is a library call several times slower than the 64-bit instruction, and
+    // realistic amounts fit in 64 bits; the result is the same either way.
+    // The 64-bit path answers None only on its own overflow; the 128-bit path then decides.
+    if let (Ok(num), Ok(den)) = (i64::try_from(num), i64::try_from(den)) {
+        if let Some(rounded) = round_div_half_even_64(num, den) {
+            return Some(i128::from(rounded));
+        }
+    }
     let quotient = num.div_euclid(den);
     let remainder = num.rem_euclid(den); // 0 <= remainder < den
+    let twice = remainder.checked_mul(2)?;
+    let round_up = match twice.cmp(&den) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => quotient % 2 != 0,
+    };
+    if round_up {
+        quotient.checked_add(1)
+    } else {
+        Some(quotient)
+    }
+}
+
+fn round_div_half_even_64(num: i64, den: i64) -> Option<i64> {
+    let quotient = num.div_euclid(den);
+    let remainder = num.rem_euclid(den);
     let twice = remainder.checked_mul(2)?;
     let round_up = match twice.cmp(&den) {
         std::cmp::Ordering::Greater => true,

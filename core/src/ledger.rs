@@ -7,17 +7,11 @@ use crate::account::{AccountError, PartnerAccount};
 use crate::fx::{FxRate, FxTable};
 use crate::statement::Statement;
 use crate::time::{Instant, Span};
-use crate::tx::{ExceptionReason, Outcome, TxId, TxInput, TxResult};
+use crate::tx::{ExceptionReason, Outcome, TxInput, TxResult};
 use std::collections::HashMap;
 
 /// `fx_max_age` when a scenario or configuration gives none.
 pub const DEFAULT_FX_MAX_AGE_HOURS: i64 = 24;
-
-#[derive(Clone, Debug)]
-struct IdEntry {
-    content: TxInput,
-    outcome: Outcome,
-}
 
 /// What the idempotency index says of an incoming transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,18 +25,82 @@ pub enum IdCheck {
 }
 
 /// The idempotency index: every id seen, with its first content and first outcome.
+///
+/// It is on every transaction's path and grows without bound, so it is laid out for the cache:
+/// entries live in fixed-size chunks (growing never copies the entries already stored), and a
+/// compact map from the id's 64-bit hash to the newest entry with that hash (entries with equal
+/// hashes are chained) finds them. A lookup touches one small map slot and one entry, and no id
+/// is copied to serve as a key.
 #[derive(Clone, Debug)]
 pub struct IdIndex {
-    entries: HashMap<TxId, IdEntry, ahash::RandomState>,
+    heads: HashMap<u64, usize, PassThroughHasher>,
+    chunks: Vec<Vec<IdEntry>>,
+    len: usize,
+    hasher: ahash::RandomState,
+}
+
+/// Entries per chunk of the id index.
+const ID_CHUNK: usize = 4096;
+
+#[derive(Clone, Debug)]
+struct IdEntry {
+    content: TxInput,
+    outcome: Outcome,
+    /// The previous entry whose id has the same 64-bit hash.
+    next_same_hash: Option<usize>,
+}
+
+/// The map keys are already ahash outputs; hashing them again would only cost time.
+#[derive(Clone, Copy, Debug, Default)]
+struct PassThroughHasher;
+
+impl std::hash::BuildHasher for PassThroughHasher {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl IdIndex {
     pub fn new(hash_seed: u64) -> IdIndex {
-        IdIndex { entries: HashMap::with_hasher(seeded(hash_seed, 0x1d5)) }
+        IdIndex { heads: HashMap::default(), chunks: Vec::new(), len: 0, hasher: seeded(hash_seed, 0x1d5) }
+    }
+
+    fn hash(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn find(&self, id: &str) -> Option<&IdEntry> {
+        let mut next = self.heads.get(&self.hash(id)).copied();
+        while let Some(i) = next {
+            let entry = self.chunks.get(i / ID_CHUNK)?.get(i % ID_CHUNK)?;
+            if entry.content.id.as_str() == id {
+                return Some(entry);
+            }
+            next = entry.next_same_hash;
+        }
+        None
     }
 
     pub fn check(&self, tx: &TxInput) -> IdCheck {
-        match self.entries.get(&tx.id) {
+        match self.find(tx.id.as_str()) {
             None => IdCheck::New,
             Some(entry) if entry.content.same_content(tx) => IdCheck::Repeat(entry.outcome.clone()),
             Some(_) => IdCheck::Conflict,
@@ -51,20 +109,29 @@ impl IdIndex {
 
     /// Records the first outcome of a new id.
     pub fn record(&mut self, tx: TxInput, outcome: Outcome) {
-        debug_assert!(!self.entries.contains_key(&tx.id));
-        self.entries.insert(tx.id.clone(), IdEntry { content: tx, outcome });
+        debug_assert!(self.find(tx.id.as_str()).is_none());
+        let index = self.len;
+        let hash = self.hash(tx.id.as_str());
+        let next_same_hash = self.heads.insert(hash, index);
+        if index % ID_CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(ID_CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(IdEntry { content: tx, outcome, next_same_hash });
+            self.len += 1;
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<(&TxInput, &Outcome)> {
-        self.entries.get(id).map(|e| (&e.content, &e.outcome))
+        self.find(id).map(|e| (&e.content, &e.outcome))
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 }
 

@@ -43,8 +43,11 @@ pub fn largest_remainder(amount: i128, mantissas: &[i128], scale: u32) -> Option
     let mut allocated: i128 = 0;
     for (i, &m) in mantissas.iter().enumerate() {
         let product = amount.checked_mul(m)?;
-        units[i] = product / denominator;
-        remainders[i] = product % denominator;
+        // The 64-bit division is much cheaper than the 128-bit one and gives the same result.
+        (units[i], remainders[i]) = match (i64::try_from(product), i64::try_from(denominator)) {
+            (Ok(p), Ok(d)) => (i128::from(p / d), i128::from(p % d)),
+            _ => (product / denominator, product % denominator),
+        };
         allocated = allocated.checked_add(units[i])?;
     }
     let mut leftover = amount.checked_sub(allocated)?;
