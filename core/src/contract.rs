@@ -2,7 +2,7 @@
 //! of the version in force at an instant.
 
 use crate::currency::Currency;
-use crate::decimal::{mul_div_half_even, pow10, round_div_half_even, Dec, Minor};
+use crate::decimal::{mul_div_half_even, pow10, Dec, Minor};
 use crate::split::{largest_remainder, Parts, MAX_PARTIES};
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
@@ -260,7 +260,12 @@ fn tiered(tiers: &[Tier], basis: Minor, currency: Currency) -> Option<i128> {
     let unit_scale = exponent + extra;
     let bps_scale = tiers.iter().map(|t| t.bps.scale).max().unwrap_or(0);
     let basis = basis.0.max(0).checked_mul(pow10(extra)?)?;
-    let mut numerator: i128 = 0;
+    let denominator = pow10(bps_scale)?.checked_mul(10_000)?.checked_mul(pow10(extra)?)?;
+    // fee = round(sum(portion * bps) / D). Each portion is split as a * D + c so that the large
+    // part contributes a * bps whole units and only c * bps (< D * bps) is summed as a fraction:
+    // exact, and free of overflow for any fee that itself fits.
+    let mut whole: i128 = 0;
+    let mut fraction: i128 = 0;
     let mut lower: i128 = 0;
     for tier in tiers {
         let upper = match tier.up_to {
@@ -269,15 +274,23 @@ fn tiered(tiers: &[Tier], basis: Minor, currency: Currency) -> Option<i128> {
         };
         let portion = basis.min(upper) - lower;
         if portion > 0 {
-            numerator = numerator.checked_add(portion.checked_mul(tier.bps.mantissa_at(bps_scale)?)?)?;
+            let bps = tier.bps.mantissa_at(bps_scale)?;
+            whole = whole.checked_add((portion / denominator).checked_mul(bps)?)?;
+            fraction = fraction.checked_add((portion % denominator).checked_mul(bps)?)?;
         }
         if basis <= upper {
             break;
         }
         lower = upper;
     }
-    let denominator = pow10(bps_scale)?.checked_mul(10_000)?.checked_mul(pow10(extra)?)?;
-    round_div_half_even(numerator, denominator)
+    let integral = whole.checked_add(fraction / denominator)?;
+    let remainder = fraction % denominator;
+    let round_up = match (remainder * 2).cmp(&denominator) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => integral % 2 != 0,
+    };
+    integral.checked_add(i128::from(round_up))
 }
 
 /// All versions of a partner's contract. Versions keep their registration index for ever (sales
@@ -433,6 +446,34 @@ mod tests {
         ];
         for &(basis, fee) in cases {
             assert_eq!(v.tiered_fee(Minor(basis), eur), Some(Minor(fee)), "{basis}");
+        }
+    }
+
+    #[test]
+    fn tiered_fee_rounds_half_even_and_does_not_overflow() {
+        let t = Instant::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
+        let eur = Currency::from_code("EUR").unwrap();
+        let make = |bps: &str| {
+            ContractVersion::new(
+                t,
+                vec![Share { party: "partner".into(), percent: d("100") }],
+                vec![],
+                None,
+                vec![PeriodFee::Tiered { tiers: vec![Tier { up_to: None, bps: d(bps) }] }],
+            )
+            .unwrap()
+        };
+        let cases: &[(&str, i128, i128)] = &[
+            ("50", 100, 0), // 0.5 minor unit: to even (0)
+            ("50", 300, 2), // 1.5: to even (2)
+            ("50", 500, 2), // 2.5: to even (2)
+            ("50", 700, 4), // 3.5: to even (4)
+            ("50", 701, 4), // 3.505: up
+            // A precise rate on a huge basis: the exact product needs more than 128 bits.
+            ("25.0000000001", 10i128.pow(35), 250_000_000_001 * 10i128.pow(21)),
+        ];
+        for &(bps, basis, fee) in cases {
+            assert_eq!(make(bps).tiered_fee(Minor(basis), eur), Some(Minor(fee)), "{bps} on {basis}");
         }
     }
 
