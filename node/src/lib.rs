@@ -3,4 +3,5 @@
 //! in `settle-core`; bytes on disk stay in `settle-storage`; the wire schema stays in
 //! `settle-wire`.
 
+pub mod demo;
 pub mod ingress;

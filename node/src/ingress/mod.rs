@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod backend;
 pub mod convert;
+pub mod memory;
 pub mod tls;
 
 pub use auth::ApiKeys;
