@@ -33,6 +33,8 @@ pub const LOG_CONTRACT_VERSION: u8 = 4;
 pub const LOG_TICK: u8 = 5;
 
 /// One entry of the command log, decoded.
+// Transactions are nearly every entry: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum LogEntry {
     /// A transaction with its stamped `received_at` and the outcome the engine answered.

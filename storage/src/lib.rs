@@ -3,6 +3,8 @@
 //! acknowledgement are made durable ([`Store::commit`]). Knows bytes and types, not business
 //! rules; must not call into the engine or the network, and never decides an outcome.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod codec;
 pub mod keys;
 mod store;

@@ -1,5 +1,7 @@
 //! Store tests against a real RocksDB in a temporary directory.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use settle_core::scenario::{parse_contract_version, parse_partner, parse_rate, parse_transaction};
 use settle_core::{Currency, ExceptionReason, Instant, Minor, Outcome, Period};
 use settle_storage::keys;
