@@ -1,5 +1,5 @@
-//! Demo data and a trickle of demo traffic for `settle dev`: a handful of partners with
-//! realistic contracts, FX rates, and a generator that sends sales, refunds and payouts through the
+//! A trickle of demo traffic for `settle dev` (the demo partners and rates are the engine's,
+//! `engine::demo_partners_since` and `engine::demo_rates`): a generator that sends sales, refunds and payouts through the
 //! real QUIC path (a `settle-client` connected to the node itself), so a fresh dev node shows
 //! moving balances.
 
@@ -32,72 +32,10 @@ pub fn instant_now() -> Instant {
     Instant::from_unix_nanos(i128::try_from(nanos).unwrap_or(0))
 }
 
-/// Settlement currencies the demo partners rotate through.
-const DEMO_CURRENCIES: [&str; 4] = ["EUR", "USD", "GBP", "JPY"];
-
-/// One demo partner in the spec's scenario format: daily UTC cycle starting today, shares
-/// 80/15/5 with an affiliate, a percent and a fixed fee, a chargeback fee and a tiered period fee.
-pub fn partner_json(id: &str, currency: Currency, since: Instant) -> String {
-    let e = currency.exponent();
-    let fixed = settle_core::Minor(10 * 10i128.pow(u32::from(e).saturating_sub(2))).format(e);
-    let cb = settle_core::Minor(15 * 10i128.pow(u32::from(e))).format(e);
-    format!(
-        r#"{{"id":"{id}","settlement_currency":"{code}","since":"{since}",
-        "cycle":{{"every":"daily","cutoff":"00:00","tz":"UTC","grace":"PT1H"}},
-        "contracts":[{{"effective_from":"{since}",
-          "shares":[{{"party":"partner","percent":"80"}},{{"party":"platform","percent":"15"}},{{"party":"affiliate:demo","percent":"5"}}],
-          "fees":[{{"kind":"percent","bps":"150"}},{{"kind":"fixed","amount":"{fixed}"}}],
-          "chargeback_fee":"{cb}",
-          "period_fees":[{{"kind":"tiered","tiers":[{{"up_to":"100000","bps":"20"}},{{"up_to":null,"bps":"10"}}]}}]}}]}}"#,
-        code = currency.code(),
-        since = since.to_rfc3339(),
-    )
-}
-
 /// Midnight UTC of the day containing `t`.
 pub fn start_of_day(t: Instant) -> Instant {
     let day = t.unix_seconds().div_euclid(86_400) * 86_400;
     Instant::from_unix_seconds(i64::try_from(day).unwrap_or(0))
-}
-
-/// Demo partners `demo-0001`.. in the scenario format, parsed by settle-core (used until the
-/// engine provides its own `demo_partners`).
-pub fn fallback_partners(
-    n: usize,
-) -> Result<Vec<settle_core::Partner>, settle_core::scenario::ScenarioError> {
-    let since = start_of_day(instant_now());
-    (0..n)
-        .map(|i| {
-            let code = DEMO_CURRENCIES[i % DEMO_CURRENCIES.len()];
-            let currency =
-                Currency::from_code(code).ok_or_else(|| settle_core::scenario::ScenarioError::Field {
-                    path: format!("demo[{i}].settlement_currency"),
-                    message: format!("{code} is not a currency"),
-                })?;
-            let text = partner_json(&format!("demo-{:04}", i + 1), currency, since);
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| settle_core::scenario::ScenarioError::Json {
-                    line: e.line(),
-                    column: e.column(),
-                    message: e.to_string(),
-                })?;
-            settle_core::scenario::parse_partner(&value, &format!("demo[{i}]"))
-        })
-        .collect()
-}
-
-/// USD rates into each demo currency at `at` minus a minute.
-pub fn fallback_rates(at: Instant) -> Result<Vec<settle_core::FxRate>, settle_core::scenario::ScenarioError> {
-    let at = at.saturating_sub(settle_core::Span::from_minutes(1)).to_rfc3339();
-    [("EUR", "0.92"), ("GBP", "0.79"), ("JPY", "151.3")]
-        .iter()
-        .enumerate()
-        .map(|(i, (quote, rate))| {
-            let value =
-                serde_json::json!({"base": "USD", "quote": quote, "rate": rate, "at": at, "source": "demo"});
-            settle_core::scenario::parse_rate(&value, &format!("rates[{i}]"))
-        })
-        .collect()
 }
 
 /// Sends demo traffic until `stop` turns true. Errors are reported on stderr and the trickle goes

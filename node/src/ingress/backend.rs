@@ -50,3 +50,51 @@ pub trait Backend: Clone + Send + Sync + 'static {
         version: ContractVersion,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 }
+
+impl From<crate::engine::EngineError> for BackendError {
+    fn from(e: crate::engine::EngineError) -> BackendError {
+        use crate::engine::EngineError;
+        match e {
+            EngineError::Overloaded => BackendError::Overloaded,
+            EngineError::Stopped(m) => BackendError::Stopped(m),
+            EngineError::Rejected(m) => BackendError::Rejected(m),
+            other @ (EngineError::Storage(_) | EngineError::Recovery(_)) => {
+                BackendError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+/// The live engine behind the ingress.
+impl Backend for crate::engine::EngineHandle {
+    async fn submit(&self, txs: Vec<TxInput>) -> Result<Vec<TxResult>, BackendError> {
+        Ok(crate::engine::EngineHandle::submit(self, txs).await?)
+    }
+
+    async fn publish_rates(&self, rates: Vec<FxRate>) -> Result<(), BackendError> {
+        Ok(crate::engine::EngineHandle::publish_rates(self, rates).await?)
+    }
+
+    async fn balance(&self, partner: &str) -> Result<Option<BalanceView>, BackendError> {
+        let balance = crate::engine::EngineHandle::balance(self, partner).await?;
+        Ok(balance.map(|b| BalanceView {
+            partner: b.partner,
+            currency: b.currency,
+            payable: b.payable,
+            open_period: b.open_period,
+            preview: b.preview,
+        }))
+    }
+
+    async fn register_partner(&self, partner: Partner) -> Result<(), BackendError> {
+        Ok(crate::engine::EngineHandle::register_partner(self, partner).await?)
+    }
+
+    async fn add_contract_version(
+        &self,
+        partner: &str,
+        version: ContractVersion,
+    ) -> Result<(), BackendError> {
+        Ok(crate::engine::EngineHandle::add_contract_version(self, partner, version).await?)
+    }
+}

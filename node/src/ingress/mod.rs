@@ -9,7 +9,6 @@
 pub mod auth;
 pub mod backend;
 pub mod convert;
-pub mod memory;
 pub mod tls;
 
 pub use auth::ApiKeys;

@@ -5,11 +5,12 @@
 use settle_core::Instant;
 use std::path::Path;
 
-/// The backend the tests run the ingress on.
-pub type TestBackend = settle_node::ingress::memory::MemoryBackend;
+/// The backend the tests run the ingress on: the live engine on a directory of the test.
+pub type TestBackend = settle_node::engine::EngineHandle;
 
-pub async fn backend(_dir: &Path) -> TestBackend {
-    settle_node::ingress::memory::MemoryBackend::new(settle_core::Span::from_hours(24), 7)
+pub async fn backend(dir: &Path) -> TestBackend {
+    let config = settle_node::engine::EngineConfig::new(dir.join("engine"));
+    settle_node::engine::Engine::open(config).await.unwrap()
 }
 
 pub fn now() -> Instant {

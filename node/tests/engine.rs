@@ -1,0 +1,327 @@
+//! Engine tests: real RocksDB in temporary directories, a manual clock, no sleeps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use settle_core::scenario::{parse_contract_version, parse_partner, parse_rate, parse_transaction};
+use settle_core::tx::TxResult;
+use settle_core::{ExceptionReason, Instant, Ledger, Minor, Span, Statement, TxInput};
+use settle_node::engine::{
+    demo_partners_since, demo_rates, Clock, Engine, EngineConfig, EngineError, EngineHandle, ManualClock,
+};
+use settle_storage::{LogEntry, Store};
+use std::path::Path;
+
+fn t(s: &str) -> Instant {
+    Instant::parse_rfc3339(s).unwrap()
+}
+
+const START: &str = "2026-01-02T10:00:00Z";
+
+fn config(dir: &Path, clock: &ManualClock) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
+    config.tick_interval = None;
+    config.clock = Clock::Manual(clock.clone());
+    config.hash_seed = 7;
+    config
+}
+
+fn acme() -> settle_core::Partner {
+    parse_partner(
+        &serde_json::json!({
+            "id": "acme", "settlement_currency": "EUR", "since": "2026-01-01T00:00:00Z",
+            "cycle": {"every": "weekly", "weekday": "mon", "cutoff": "00:00", "tz": "Europe/Berlin", "grace": "PT2H"},
+            "contracts": [{
+                "effective_from": "2026-01-01T00:00:00Z",
+                "shares": [{"party": "partner", "percent": "70"}, {"party": "platform", "percent": "25"},
+                           {"party": "affiliate:bob", "percent": "5"}],
+                "fees": [{"kind": "percent", "bps": "150", "min": "0.10", "max": "50.00"}, {"kind": "fixed", "amount": "0.05"}],
+                "chargeback_fee": "15.00",
+                "period_fees": [{"kind": "tiered", "tiers": [{"up_to": "10000", "bps": "50"}, {"up_to": null, "bps": "25"}]},
+                                {"kind": "minimum", "amount": "100.00"}]
+            }]
+        }),
+        "acme",
+    )
+    .unwrap()
+}
+
+fn usd_eur() -> settle_core::FxRate {
+    parse_rate(
+        &serde_json::json!({"base": "USD", "quote": "EUR", "rate": "0.92", "at": "2026-01-02T00:00:00Z"}),
+        "r",
+    )
+    .unwrap()
+}
+
+fn tx(value: serde_json::Value) -> TxInput {
+    // received_at is ignored by the engine; give something.
+    parse_transaction(&value, "tx", Some(Instant(0))).unwrap()
+}
+
+fn sale(id: &str, partner: &str, amount: &str, currency: &str, occurred: &str) -> TxInput {
+    tx(serde_json::json!({"id": id, "partner": partner, "kind": "sale", "amount": amount,
+                          "currency": currency, "occurred_at": occurred}))
+}
+
+async fn open(dir: &Path, clock: &ManualClock) -> EngineHandle {
+    Engine::open(config(dir, clock)).await.unwrap()
+}
+
+fn exception(r: &TxResult) -> Option<ExceptionReason> {
+    r.outcome.exception()
+}
+
+#[tokio::test]
+async fn spec_example_settles_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-02T10:00:01Z"));
+    let engine = open(dir.path(), &clock).await;
+    engine.register_partner(acme()).await.unwrap();
+    engine.publish_rates(vec![usd_eur()]).await.unwrap();
+    let first = engine.submit(vec![sale("t1", "acme", "100.00", "USD", START)]).await.unwrap();
+    assert!(first[0].outcome.is_applied(), "{first:?}");
+    let balance = engine.balance("acme").await.unwrap().unwrap();
+    assert_eq!(balance.payable, Minor(6_297)); // 64.40 - 1.38 - 0.05
+    clock.set(t("2026-01-06T00:00:00Z"));
+    engine.tick().await.unwrap();
+    let statements = engine.statements("acme").await.unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(settle_core::replay::statement_json(&statements[0])["closing"], "-35.60");
+    engine.shutdown().await.unwrap();
+
+    let engine = open(dir.path(), &clock).await;
+    assert_eq!(engine.balance("acme").await.unwrap().unwrap().payable, Minor(-3_560));
+    assert_eq!(engine.statements("acme").await.unwrap(), statements);
+    // Repeats after restart answer the first result; a changed content is a conflict.
+    let again = engine.submit(vec![sale("t1", "acme", "100.00", "USD", START)]).await.unwrap();
+    assert_eq!(again[0], TxResult { outcome: first[0].outcome.clone(), duplicate: true });
+    let changed = engine.submit(vec![sale("t1", "acme", "100.01", "USD", START)]).await.unwrap();
+    assert_eq!(exception(&changed[0]), Some(ExceptionReason::DuplicateConflict));
+    assert!(matches!(engine.register_partner(acme()).await, Err(EngineError::Rejected(_))));
+    engine.shutdown().await.unwrap();
+}
+
+fn partner_named(id: &str) -> settle_core::Partner {
+    let mut p = acme();
+    p.id = id.to_string();
+    p
+}
+
+#[tokio::test]
+async fn ids_are_idempotent_across_partners_and_unknown_partners() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-02T10:00:01Z"));
+    let engine = open(dir.path(), &clock).await;
+    engine.register_partner(partner_named("acme")).await.unwrap();
+    engine.register_partner(partner_named("beta")).await.unwrap();
+    let no_partner = tx(serde_json::json!({"id": "n1", "kind": "sale", "amount": "1.00", "currency": "EUR",
+                                           "occurred_at": START}));
+    let results = engine
+        .submit(vec![
+            sale("t1", "acme", "10.00", "EUR", START),
+            sale("t1", "beta", "10.00", "EUR", START), // same id, other partner
+            sale("g1", "ghost", "10.00", "EUR", START),
+            no_partner.clone(),
+            sale("t1", "acme", "10.00", "EUR", START), // repeat inside the same submission
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].outcome.is_applied());
+    assert_eq!(exception(&results[1]), Some(ExceptionReason::DuplicateConflict));
+    assert_eq!(exception(&results[2]), Some(ExceptionReason::UnknownPartner));
+    assert_eq!(exception(&results[3]), Some(ExceptionReason::UnknownPartner));
+    assert_eq!(results[4], TxResult { outcome: results[0].outcome.clone(), duplicate: true });
+
+    // Registering "ghost" later does not change the first answer of g1.
+    engine.register_partner(partner_named("ghost")).await.unwrap();
+    let again = engine
+        .submit(vec![
+            sale("g1", "ghost", "10.00", "EUR", START),
+            sale("g1", "ghost", "99.00", "EUR", START),
+            no_partner,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(again[0], TxResult { outcome: results[2].outcome.clone(), duplicate: true });
+    assert_eq!(exception(&again[1]), Some(ExceptionReason::DuplicateConflict));
+    assert!(again[2].duplicate);
+    let beta = engine.balance("beta").await.unwrap().unwrap();
+    assert_eq!(beta.payable, Minor(0));
+    assert!(engine.balance("nobody").await.unwrap().is_none());
+    engine.shutdown().await.unwrap();
+
+    // The same answers after recovery.
+    let engine = open(dir.path(), &clock).await;
+    let after = engine.submit(vec![sale("t1", "beta", "10.00", "EUR", START)]).await.unwrap();
+    assert_eq!(exception(&after[0]), Some(ExceptionReason::DuplicateConflict));
+    let after = engine.submit(vec![sale("g1", "ghost", "10.00", "EUR", START)]).await.unwrap();
+    assert_eq!(after[0], TxResult { outcome: results[2].outcome.clone(), duplicate: true });
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn admission_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-02T10:00:01Z"));
+    let mut cfg = config(dir.path(), &clock);
+    cfg.max_in_flight_txs = 4;
+    let engine = Engine::open(cfg).await.unwrap();
+    engine.register_partner(acme()).await.unwrap();
+    let five: Vec<TxInput> = (0..5).map(|i| sale(&format!("a{i}"), "acme", "1.00", "EUR", START)).collect();
+    assert!(matches!(engine.submit(five.clone()).await, Err(EngineError::Overloaded)));
+    assert_eq!(engine.in_flight(), 0, "a refused submission holds nothing");
+    let four = five[..4].to_vec();
+    assert_eq!(engine.submit(four).await.unwrap().len(), 4);
+    assert_eq!(engine.in_flight(), 0);
+    // Overloaded changed nothing: the fifth id is new.
+    let last = engine.submit(vec![five[4].clone()]).await.unwrap();
+    assert!(!last[0].duplicate && last[0].outcome.is_applied());
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_write_stops_the_engine_and_acknowledges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-02T10:00:01Z"));
+    let engine = open(dir.path(), &clock).await;
+    engine.register_partner(acme()).await.unwrap();
+    engine.submit(vec![sale("ok", "acme", "1.00", "EUR", START)]).await.unwrap();
+    engine.inject_commit_failures().unwrap();
+    let failed = engine.submit(vec![sale("lost", "acme", "1.00", "EUR", START)]).await;
+    assert!(matches!(failed, Err(EngineError::Stopped(_))), "{failed:?}");
+    let later = engine.submit(vec![sale("later", "acme", "1.00", "EUR", START)]).await;
+    assert!(matches!(later, Err(EngineError::Stopped(_))));
+    assert!(engine.stopped_reason().unwrap().contains("durable write failed"));
+    assert!(matches!(engine.balance("acme").await, Err(EngineError::Stopped(_))));
+    let _ = engine.shutdown().await;
+
+    let engine = open(dir.path(), &clock).await;
+    let results = engine
+        .submit(vec![sale("ok", "acme", "1.00", "EUR", START), sale("lost", "acme", "1.00", "EUR", START)])
+        .await
+        .unwrap();
+    assert!(results[0].duplicate, "the acknowledged one survived");
+    assert!(!results[1].duplicate, "the failed one was never applied");
+    engine.shutdown().await.unwrap();
+}
+
+/// Replays the durable log through `settle_core::Ledger` and checks that it gives the logged
+/// outcome for every transaction; returns the ledger and the statements it issued.
+fn replay_with_core(dir: &Path, fx_max_age: Span) -> (Ledger, Vec<Statement>) {
+    let store = Store::open(dir).unwrap();
+    let mut ledger = Ledger::new(fx_max_age, 1);
+    let mut statements = Vec::new();
+    for item in store.log_from(0).unwrap() {
+        let (seq, entry) = item.unwrap();
+        match entry {
+            LogEntry::Partner(p) => ledger.add_partner(p).unwrap(),
+            LogEntry::ContractVersion { partner, version } => {
+                ledger.account_mut(&partner).unwrap().add_contract_version(version).unwrap()
+            }
+            LogEntry::Rates(rates) => rates.into_iter().for_each(|r| ledger.add_rate(r)),
+            LogEntry::Tick(at) => ledger.close_due(at, &mut statements),
+            LogEntry::Tx { tx, outcome } => {
+                let result = ledger.apply(tx, Instant::MAX, &mut statements);
+                assert_eq!((result.outcome, result.duplicate), (outcome, false), "log entry {seq}");
+            }
+        }
+    }
+    statements.sort_by(|a, b| a.partner.cmp(&b.partner).then(a.period.start.cmp(&b.period.start)));
+    (ledger, statements)
+}
+
+#[tokio::test]
+async fn concurrent_submitters_agree_with_core_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let since = t("2026-01-01T00:00:00Z");
+    let clock = ManualClock::new(t("2026-01-02T10:00:00Z"));
+    let engine = open(dir.path(), &clock).await;
+    let partners = demo_partners_since(9, since);
+    for p in &partners {
+        engine.register_partner(p.clone()).await.unwrap();
+    }
+    engine.publish_rates(demo_rates(t("2026-01-02T00:00:00Z"))).await.unwrap();
+    let version = parse_contract_version(
+        &serde_json::json!({"effective_from": "2026-01-03T00:00:00Z",
+                            "shares": [{"party": "partner", "percent": "90"}, {"party": "platform", "percent": "10"}]}),
+        "v",
+        partners[0].currency,
+    )
+    .unwrap();
+    engine.add_contract_version(&partners[0].id, version).await.unwrap();
+
+    let currencies = ["EUR", "USD", "GBP", "JPY"];
+    let mut answered = Vec::new();
+    for round in 0..3u32 {
+        let occurred = format!("2026-01-0{}T09:00:00Z", 2 + round);
+        let mut tasks = Vec::new();
+        for worker in 0..6u32 {
+            let engine = engine.clone();
+            let partners: Vec<String> = partners.iter().map(|p| p.id.clone()).collect();
+            let occurred = occurred.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for batch in 0..10u32 {
+                    let txs: Vec<TxInput> = (0..20u32)
+                        .map(|i| {
+                            let n = (round * 1000 + worker * 100 + batch) * 20 + i;
+                            let partner = &partners[(n as usize) % partners.len()];
+                            let currency = currencies[(n as usize / 7) % 4];
+                            let amount = if currency == "JPY" { format!("{}", 100 + n % 900) } else { format!("{}.{:02}", 1 + n % 500, n % 100) };
+                            match n % 10 {
+                                // Refunds of earlier sales of the same partner, payouts and repeats.
+                                7 if n >= 200 => tx(serde_json::json!({"id": format!("r{n}"), "partner": partner,
+                                    "kind": "refund", "amount": "0.01", "currency": currency,
+                                    "original": format!("s{}", n - 180), "occurred_at": occurred})),
+                                8 => tx(serde_json::json!({"id": format!("p{n}"), "partner": partner, "kind": "payout",
+                                    "amount": "1.00", "currency": "EUR", "occurred_at": occurred})),
+                                9 => sale(&format!("s{}", n - 9), partner, "1.00", currency, &occurred),
+                                _ => sale(&format!("s{n}"), partner, &amount, currency, &occurred),
+                            }
+                        })
+                        .collect();
+                    out.push(engine.submit(txs).await.unwrap());
+                }
+                out
+            }));
+        }
+        for task in tasks {
+            answered.extend(task.await.unwrap());
+        }
+        // Let a day pass and close what is due, as the scheduler would.
+        clock.set(t(&format!("2026-01-0{}T10:00:00Z", 3 + round)));
+        engine.tick().await.unwrap();
+    }
+    let applied = answered.iter().flatten().filter(|r| r.outcome.is_applied()).count();
+    let mut reasons = std::collections::BTreeMap::new();
+    for r in answered.iter().flatten() {
+        *reasons.entry(format!("{:?}/{}", r.outcome.exception(), r.duplicate)).or_insert(0) += 1;
+    }
+    assert!(applied > 1000, "only {applied} applied: {reasons:?}");
+    let mut live_balances = Vec::new();
+    for p in &partners {
+        live_balances.push(engine.balance(&p.id).await.unwrap().unwrap());
+    }
+    let mut live_statements = Vec::new();
+    for p in &partners {
+        live_statements.extend(engine.statements(&p.id).await.unwrap());
+    }
+    assert!(!live_statements.is_empty());
+    engine.shutdown().await.unwrap();
+
+    let (ledger, core_statements) = replay_with_core(dir.path(), Span::from_hours(24));
+    for balance in &live_balances {
+        let account = ledger.account(&balance.partner).unwrap();
+        assert_eq!(balance.payable, account.payable(), "{}", balance.partner);
+        assert_eq!(balance.open_period, account.next_to_close());
+        assert_eq!(balance.preview, account.preview());
+    }
+    assert_eq!(live_statements, core_statements);
+
+    // And the engine recovers to the same balances.
+    let engine = open(dir.path(), &clock).await;
+    for balance in &live_balances {
+        assert_eq!(engine.balance(&balance.partner).await.unwrap().as_ref(), Some(balance));
+    }
+    engine.shutdown().await.unwrap();
+}
