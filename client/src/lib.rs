@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Time one request may take, from opening its stream to reading the answer.
+/// Default time one request may take, from opening its stream to reading the answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time to establish a connection (handshake + authentication).
+/// Default time to establish a connection (handshake + authentication).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keep-alive interval, well under the node's idle timeout.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
@@ -105,6 +105,11 @@ pub struct ClientConfig {
     /// Authenticate is then answered UNAUTHENTICATED: useful for probes only).
     pub api_key: String,
     pub retry: RetryPolicy,
+    /// Time to establish a connection (handshake + authentication); then a retryable error.
+    pub connect_timeout: Duration,
+    /// Time one request may take; then a retryable error (the outcome is unknown: retry with the
+    /// same ids).
+    pub request_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -115,6 +120,8 @@ impl ClientConfig {
             ca_pem,
             api_key: api_key.into(),
             retry: RetryPolicy::default(),
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -189,7 +196,7 @@ impl Client {
             }
         }
         *guard = None;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.open_authenticated())
+        let conn = tokio::time::timeout(self.config.connect_timeout, self.open_authenticated())
             .await
             .map_err(|_| ClientError::Connect("timed out".into()))??;
         *guard = Some(conn.clone());
@@ -209,7 +216,12 @@ impl Client {
         let auth = Request::new(request::Body::Authenticate(wire::Authenticate {
             api_key: self.config.api_key.clone(),
         }));
-        let answer = exchange(&conn, &wire::encode_frame(&auth).map_err(ClientError::Protocol)?).await?;
+        let answer = exchange(
+            &conn,
+            &wire::encode_frame(&auth).map_err(ClientError::Protocol)?,
+            self.config.request_timeout,
+        )
+        .await?;
         expect_ok(answer)?;
         Ok(conn)
     }
@@ -252,14 +264,14 @@ impl Client {
     pub async fn request_once(&self, request: &Request) -> Result<Response, ClientError> {
         let frame = wire::encode_frame(request).map_err(ClientError::Protocol)?;
         let conn = self.connection().await?;
-        exchange(&conn, &frame).await
+        exchange(&conn, &frame, self.config.request_timeout).await
     }
 
     /// Sends raw bytes as a request on a fresh stream (tests and protocol probes) and reads the
     /// answer frame, if any.
     pub async fn exchange_raw(&self, bytes: &[u8]) -> Result<Response, ClientError> {
         let conn = self.connection().await?;
-        exchange(&conn, bytes).await
+        exchange(&conn, bytes, self.config.request_timeout).await
     }
 
     /// Sends a request, retrying retryable failures unchanged, and turns error answers into
@@ -355,7 +367,11 @@ fn ok_body(body: response::Body) -> Result<(), ClientError> {
 }
 
 /// One request/response on a new bidirectional stream.
-async fn exchange(conn: &quinn::Connection, frame: &[u8]) -> Result<Response, ClientError> {
+async fn exchange(
+    conn: &quinn::Connection,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let work = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(transport)?;
         // A write error usually means the node stopped the stream (e.g. an oversized frame); the
@@ -374,5 +390,5 @@ async fn exchange(conn: &quinn::Connection, frame: &[u8]) -> Result<Response, Cl
         recv.read_exact(&mut body).await.map_err(transport)?;
         wire::decode_response(&body).map_err(ClientError::Protocol)
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, work).await.map_err(|_| transport("request timed out"))?
+    tokio::time::timeout(timeout, work).await.map_err(|_| transport("request timed out"))?
 }

@@ -163,8 +163,13 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
     };
     let (keys, generated) = ApiKeys::load_or_init(&opts.data, plain_key.as_deref())?;
     let engine = backend::open(&opts.data).await?;
-    let config =
-        IngressConfig { listen: opts.listen, tls: opts.tls.clone(), keys, max_in_flight: opts.max_in_flight };
+    let config = IngressConfig {
+        listen: opts.listen,
+        state_dir: opts.data.clone(),
+        tls: opts.tls.clone(),
+        keys,
+        max_in_flight: opts.max_in_flight,
+    };
     let ingress = Ingress::start(config, engine.clone()).await?;
     let addr = ingress.local_addr();
     let cert = ingress.cert_path().to_path_buf();

@@ -29,6 +29,7 @@ async fn start<B: Backend>(backend: B, max_in_flight: usize, dir: tempfile::Temp
     assert!(generated.is_none());
     let config = IngressConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: dir.path().to_path_buf(),
         tls: TlsSource::Dev { dir: dir.path().join("tls") },
         keys,
         max_in_flight,

@@ -66,6 +66,8 @@ pub enum IngressError {
 #[derive(Debug)]
 pub struct IngressConfig {
     pub listen: SocketAddr,
+    /// Where the ingress keeps its own state (the QUIC stateless-reset key), usually the data dir.
+    pub state_dir: PathBuf,
     pub tls: TlsSource,
     pub keys: ApiKeys,
     pub max_in_flight: usize,
@@ -105,8 +107,28 @@ impl Ingress {
         transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
         transport.max_idle_timeout(IDLE_TIMEOUT.try_into().ok());
         server.transport_config(Arc::new(transport));
-        let endpoint = quinn::Endpoint::server(server, config.listen)
-            .map_err(|e| IngressError::Listen { addr: config.listen, message: e.to_string() })?;
+        // A stateless-reset key that survives restarts: after a crash, the restarted node answers
+        // packets of connections it no longer knows with a reset the client can verify, so
+        // clients notice at once instead of waiting for their idle timeout.
+        let reset_key = tls::load_or_create_secret(&config.state_dir.join("quic").join("reset-key"))?;
+        let mut endpoint_config =
+            quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key)));
+        // Connection ids are validated with a keyed hash; the key must survive restarts too, or
+        // the restarted node drops the old connections' packets as invalid instead of resetting.
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(reset_key.get(..8).unwrap_or(&[0u8; 8]));
+        let cid_key = u64::from_le_bytes(cid_key);
+        endpoint_config
+            .cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+        let listen_err =
+            |e: std::io::Error| IngressError::Listen { addr: config.listen, message: e.to_string() };
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(listen_err)?;
+        let runtime = quinn::default_runtime().ok_or_else(|| IngressError::Listen {
+            addr: config.listen,
+            message: "no async runtime".into(),
+        })?;
+        let endpoint =
+            quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(listen_err)?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|e| IngressError::Listen { addr: config.listen, message: e.to_string() })?;

@@ -103,3 +103,23 @@ pub fn server_crypto(material: TlsMaterial) -> Result<rustls::ServerConfig, Ingr
     config.alpn_protocols = vec![settle_wire::ALPN.to_vec()];
     Ok(config)
 }
+
+/// Bytes of the stateless-reset secret.
+const RESET_SECRET_BYTES: usize = 64;
+
+/// A secret kept in `path` (created with random bytes, owner-only, on first use).
+pub fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, IngressError> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() == RESET_SECRET_BYTES => return Ok(bytes),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(tls_err(format!("{}: {e}", path.display()))),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| tls_err(format!("{}: {e}", dir.display())))?;
+    }
+    let mut bytes = vec![0u8; RESET_SECRET_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    write_private(path, &bytes)?;
+    Ok(bytes)
+}
