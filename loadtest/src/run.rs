@@ -315,7 +315,7 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
     if args.json {
         writeln!(out, "{json}")?;
     } else {
-        writeln!(out, "{:<22} {}", "metric", "value")?;
+        writeln!(out, "{:<22} value", "metric")?;
         if let serde_json::Value::Object(map) = &json {
             for (k, v) in map {
                 writeln!(out, "{k:<22} {v}")?;

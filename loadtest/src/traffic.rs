@@ -11,6 +11,7 @@
 //!   reversals are cumulative in the spec, so their total does not depend on their order;
 //! - payouts draw on a conservative, order-independent lower bound of the partner's payable
 //!   (`budget`), so none can be `insufficient_balance` whatever the interleaving.
+//!
 //! Every transaction is therefore applied, and the final payable is a sum that any order gives.
 
 #![allow(clippy::float_arithmetic)] // Zipf weights only; money is integer minor units.
