@@ -77,7 +77,7 @@ impl SpawnedNode {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("the node did not become ready within {READY_TIMEOUT:?}");
+                bail!("the node exited or did not become ready within {READY_TIMEOUT:?}");
             }
         };
         let ready: serde_json::Value = serde_json::from_str(&line).context("bad ready line")?;

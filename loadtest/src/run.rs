@@ -315,11 +315,43 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
     if args.json {
         writeln!(out, "{json}")?;
     } else {
+        // The table in reading order; the JSON object carries the same fields.
+        const ORDER: [&str; 31] = [
+            "mode",
+            "target",
+            "partners",
+            "zipf",
+            "batch",
+            "connections",
+            "concurrency",
+            "rate",
+            "seed",
+            "run_id",
+            "duration_s",
+            "offered_tps",
+            "accepted_tps",
+            "p50_ms",
+            "p99_ms",
+            "p999_ms",
+            "max_ms",
+            "errors",
+            "shed",
+            "unreconciled",
+            "last_error",
+            "acked",
+            "by_kind",
+            "exceptions",
+            "verified",
+            "lost",
+            "duplicated",
+            "outcome_mismatches",
+            "balances_checked",
+            "balance_mismatches",
+            "verify_s",
+        ];
         writeln!(out, "{:<22} value", "metric")?;
-        if let serde_json::Value::Object(map) = &json {
-            for (k, v) in map {
-                writeln!(out, "{k:<22} {v}")?;
-            }
+        for key in ORDER.iter().filter(|k| !k.is_empty()) {
+            writeln!(out, "{key:<22} {}", json[*key])?;
         }
         writeln!(out, "{:<22} {}", "result", if ok { "PASS" } else { "FAIL" })?;
         for m in report.messages.iter().take(10) {
