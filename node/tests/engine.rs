@@ -220,6 +220,7 @@ fn replay_with_core(dir: &Path, fx_max_age: Span) -> (Ledger, Vec<Statement>) {
             }
             LogEntry::Rates(rates) => rates.into_iter().for_each(|r| ledger.add_rate(r)),
             LogEntry::Tick(at) => ledger.close_due(at, &mut statements),
+            LogEntry::FxMaxAge(span) => assert_eq!(span, fx_max_age),
             LogEntry::Tx { tx, outcome } => {
                 let result = ledger.apply(tx, Instant::MAX, &mut statements);
                 assert_eq!((result.outcome, result.duplicate), (outcome, false), "log entry {seq}");
@@ -323,5 +324,99 @@ async fn concurrent_submitters_agree_with_core_replay() {
     for balance in &live_balances {
         assert_eq!(engine.balance(&balance.partner).await.unwrap().as_ref(), Some(balance));
     }
+    engine.shutdown().await.unwrap();
+}
+
+/// Throughput of the whole engine (sequencer, actors, synced group commit). Ignored: run with
+/// `cargo test -p settle-node --test engine throughput -- --ignored --nocapture` (numbers from a
+/// debug build are far below release ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.tick_interval = None;
+    let engine = Engine::open(cfg).await.unwrap();
+    let now = Instant(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128
+    );
+    let partners = demo_partners_since(100, now.checked_sub(Span::from_hours(1)).unwrap());
+    for p in &partners {
+        engine.register_partner(p.clone()).await.unwrap();
+    }
+    engine.publish_rates(demo_rates(now.checked_sub(Span::from_hours(1)).unwrap())).await.unwrap();
+    let occurred = now.checked_sub(Span::from_seconds(1)).unwrap().to_rfc3339();
+    let submitters = 32u64;
+    let batches = 20u64;
+    let per_batch = 1000u64;
+    let ids: Vec<String> = partners.iter().map(|p| p.id.clone()).collect();
+    let work: Vec<Vec<Vec<TxInput>>> = (0..submitters)
+        .map(|s| {
+            (0..batches)
+                .map(|b| {
+                    (0..per_batch)
+                        .map(|i| {
+                            let n = (s * batches + b) * per_batch + i;
+                            sale(&format!("x{n}"), &ids[(n % 100) as usize], "12.34", "EUR", &occurred)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for batches in work {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut applied = 0usize;
+            for txs in batches {
+                loop {
+                    match engine.submit(txs.clone()).await {
+                        Ok(results) => {
+                            applied += results.iter().filter(|r| r.outcome.is_applied()).count();
+                            break;
+                        }
+                        Err(EngineError::Overloaded) => tokio::task::yield_now().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            applied
+        }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        applied += task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let total = submitters * batches * per_batch;
+    let per_second = u128::from(total) * 1_000_000 / elapsed.as_micros().max(1);
+    eprintln!("{total} transactions ({applied} applied) in {elapsed:?}: {per_second} tx/s");
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_fx_max_age_applies_from_then_on_and_replay_still_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-02T20:00:00Z"));
+    let engine = open(dir.path(), &clock).await;
+    engine.register_partner(acme()).await.unwrap();
+    engine.publish_rates(vec![usd_eur()]).await.unwrap(); // at 2026-01-02T00:00Z
+    let r = engine.submit(vec![sale("a", "acme", "10.00", "USD", "2026-01-02T19:00:00Z")]).await.unwrap();
+    assert!(r[0].outcome.is_applied());
+    engine.shutdown().await.unwrap();
+
+    let mut cfg = config(dir.path(), &clock);
+    cfg.fx_max_age = Span::from_hours(1);
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    let r = engine.submit(vec![sale("b", "acme", "10.00", "USD", "2026-01-02T19:00:00Z")]).await.unwrap();
+    assert_eq!(exception(&r[0]), Some(ExceptionReason::FxStale));
+    // The first answer stands: the log says which fx_max_age judged it.
+    let r = engine.submit(vec![sale("a", "acme", "10.00", "USD", "2026-01-02T19:00:00Z")]).await.unwrap();
+    assert!(r[0].duplicate && r[0].outcome.is_applied());
+    engine.shutdown().await.unwrap();
+    let engine = Engine::open(cfg).await.unwrap();
+    assert_eq!(engine.balance("acme").await.unwrap().unwrap().payable.0, 644 - 14 - 5);
     engine.shutdown().await.unwrap();
 }

@@ -8,7 +8,9 @@ use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBRawIterator, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions, DB,
 };
-use settle_core::{ContractVersion, ExceptionReason, FxRate, Instant, Outcome, Partner, Statement, TxInput};
+use settle_core::{
+    ContractVersion, ExceptionReason, FxRate, Instant, Outcome, Partner, Span, Statement, TxInput,
+};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -455,6 +457,12 @@ impl Batch<'_> {
     pub fn append_tick(&mut self, seq: u64, at: Instant) {
         self.scratch.clear();
         codec::encode_tick_entry(&mut self.scratch, at);
+        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+    }
+
+    pub fn append_fx_max_age(&mut self, seq: u64, span: Span) {
+        self.scratch.clear();
+        codec::encode_fx_max_age_entry(&mut self.scratch, span);
         self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
     }
 

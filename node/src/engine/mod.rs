@@ -242,7 +242,7 @@ impl Engine {
         let hash_seed = config.hash_seed;
         let (store, recovered) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&dir)?;
-            let recovered = recovery::recover(&store, fx_max_age, hash_seed)?;
+            let recovered = recovery::recover_and_pin(&store, fx_max_age, hash_seed)?;
             Ok::<_, EngineError>((Arc::new(store), recovered))
         })
         .await
@@ -415,7 +415,8 @@ impl EngineHandle {
         let committer = tasks.committer;
         let joined = tokio::task::spawn_blocking(move || committer.join()).await;
         let earlier = self.shared.stopped().map(str::to_string);
-        self.shared.stop("the engine was shut down".into());
+        // A clean stop: later calls on other clones of the handle get `Stopped`.
+        let _ = self.shared.stopped.set("the engine was shut down".into());
         self.shared.store.lock().unwrap_or_else(|e| e.into_inner()).take();
         if sequencer.is_err() || !matches!(joined, Ok(Ok(()))) {
             return Err(EngineError::Stopped("an engine task failed during shutdown".into()));
