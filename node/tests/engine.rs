@@ -420,3 +420,69 @@ async fn a_changed_fx_max_age_applies_from_then_on_and_replay_still_agrees() {
     assert_eq!(engine.balance("acme").await.unwrap().unwrap().payable.0, 644 - 14 - 5);
     engine.shutdown().await.unwrap();
 }
+
+/// Yields to the runtime until `condition` holds (no sleeping: the runtime runs the engine's
+/// tasks in between).
+async fn until(mut condition: impl FnMut() -> bool) {
+    for _ in 0..1_000_000 {
+        if condition() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("condition never held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_answered_before_it_is_durable_and_a_full_engine_says_overloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-02T10:00:01Z"));
+    let mut cfg = config(dir.path(), &clock);
+    cfg.max_in_flight_txs = 10;
+    let engine = Engine::open(cfg).await.unwrap();
+    engine.register_partner(acme()).await.unwrap();
+    engine.pause_commits();
+    let held = {
+        let engine = engine.clone();
+        let txs: Vec<TxInput> =
+            (0..8).map(|i| sale(&format!("h{i}"), "acme", "1.00", "EUR", START)).collect();
+        tokio::spawn(async move { engine.submit(txs).await })
+    };
+    until(|| engine.in_flight() == 8).await;
+    let three: Vec<TxInput> = (0..3).map(|i| sale(&format!("o{i}"), "acme", "1.00", "EUR", START)).collect();
+    assert!(matches!(engine.submit(three).await, Err(EngineError::Overloaded)));
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!held.is_finished(), "answered before its commit");
+    engine.resume_commits();
+    let results = held.await.unwrap().unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_applied()));
+    assert_eq!(engine.in_flight(), 0);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_log_that_does_not_replay_to_what_was_acknowledged_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-02T10:00:01Z"));
+    let engine = open(dir.path(), &clock).await;
+    engine.register_partner(acme()).await.unwrap();
+    engine.submit(vec![sale("a", "acme", "1.00", "EUR", START)]).await.unwrap();
+    engine.shutdown().await.unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let next = store.last_seq().unwrap().unwrap() + 1;
+        let mut forged = sale("b", "acme", "1.00", "EUR", START);
+        forged.received_at = t("2026-01-02T10:00:02Z");
+        let mut batch = store.batch().unwrap();
+        // A valid sale logged as an exception: replay disagrees.
+        let outcome = settle_core::Outcome::Exception(ExceptionReason::FxStale);
+        batch.append_tx(next, &forged, &outcome, true);
+        store.commit(batch).unwrap();
+    }
+    match Engine::open(config(dir.path(), &clock)).await {
+        Err(EngineError::Recovery(message)) => assert!(message.contains("replay gives"), "{message}"),
+        other => panic!("expected a recovery error, got {other:?}"),
+    }
+}

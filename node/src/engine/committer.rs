@@ -97,12 +97,14 @@ impl CommitJob {
     }
 
     fn answer_ok(self) {
-        for submission in self.submissions {
-            let results: Option<Vec<TxResult>> = submission.results.into_iter().collect();
+        for Submission { reply, results, _permit: permit } in self.submissions {
+            let results: Option<Vec<TxResult>> = results.into_iter().collect();
             let answer = results.ok_or_else(|| {
                 EngineError::Stopped("internal error: a transaction of the group got no outcome".into())
             });
-            let _ = submission.reply.send(answer);
+            // Admission is released before the answer, so a caller that got its answer sees it.
+            drop(permit);
+            let _ = reply.send(answer);
         }
         for (reply, outcome) in self.control {
             let outcome = outcome.unwrap_or_else(|| {
@@ -117,8 +119,9 @@ impl CommitJob {
 
     fn answer_err(self, reason: &str) {
         let error = || EngineError::Stopped(reason.to_string());
-        for submission in self.submissions {
-            let _ = submission.reply.send(Err(error()));
+        for Submission { reply, _permit: permit, .. } in self.submissions {
+            drop(permit);
+            let _ = reply.send(Err(error()));
         }
         for (reply, _) in self.control {
             let _ = reply.send(Err(error()));
@@ -148,6 +151,7 @@ pub(crate) fn run(store: Arc<Store>, shared: Arc<Shared>, mut jobs_rx: mpsc::Rec
                 Err(_) => break,
             }
         }
+        shared.wait_while_paused();
         if let Some(reason) = shared.stopped() {
             let reason = reason.to_string();
             jobs.drain(..).for_each(|job| job.answer_err(&reason));

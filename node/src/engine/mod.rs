@@ -32,7 +32,7 @@ use settle_core::{
 use settle_storage::{StorageError, Store};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -174,9 +174,25 @@ pub(crate) struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     store: Mutex<Option<Arc<Store>>>,
+    /// Test hook: while true the committer holds its next commit (see `pause_commits`).
+    commits_paused: Mutex<bool>,
+    commits_resumed: Condvar,
 }
 
 impl Shared {
+    /// Blocks the committer thread while a test holds commits.
+    pub(crate) fn wait_while_paused(&self) {
+        let mut paused = self.commits_paused.lock().unwrap_or_else(|e| e.into_inner());
+        while *paused {
+            paused = self.commits_resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn set_commits_paused(&self, value: bool) {
+        *self.commits_paused.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        self.commits_resumed.notify_all();
+    }
+
     /// Stops the engine for good; the first reason is kept.
     pub(crate) fn stop(&self, reason: String) {
         if self.stopped.set(reason.clone()).is_ok() {
@@ -253,6 +269,8 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             max_in_flight: config.max_in_flight_txs,
             store: Mutex::new(Some(Arc::clone(&store))),
+            commits_paused: Mutex::new(false),
+            commits_resumed: Condvar::new(),
         });
         let (commit_tx, commit_rx) = mpsc::channel(COMMIT_QUEUE_GROUPS);
         let committer = {
@@ -402,11 +420,23 @@ impl EngineHandle {
         Ok(())
     }
 
+    /// Test hook: holds every commit (so nothing is answered) until [`Self::resume_commits`].
+    #[doc(hidden)]
+    pub fn pause_commits(&self) {
+        self.shared.set_commits_paused(true);
+    }
+
+    #[doc(hidden)]
+    pub fn resume_commits(&self) {
+        self.shared.set_commits_paused(false);
+    }
+
     /// Finishes what was submitted before, stops the actors, closes the store. Other clones of
     /// the handle get `Stopped` afterwards.
     pub async fn shutdown(self) -> Result<(), EngineError> {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(tasks) = tasks else { return Ok(()) };
+        self.shared.set_commits_paused(false);
         let _ = self.commands.send(Command::Shutdown);
         if let Some(scheduler) = tasks.scheduler {
             scheduler.abort();
