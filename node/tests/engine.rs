@@ -148,6 +148,20 @@ async fn ids_are_idempotent_across_partners_and_unknown_partners() {
     let beta = engine.balance("beta").await.unwrap().unwrap();
     assert_eq!(beta.payable, Minor(0));
     assert!(engine.balance("nobody").await.unwrap().is_none());
+    let queue: Vec<(String, ExceptionReason)> =
+        engine.exceptions(None, 100).await.unwrap().into_iter().map(|e| (e.id, e.reason)).collect();
+    let expected = [
+        ("t1", ExceptionReason::DuplicateConflict),
+        ("g1", ExceptionReason::UnknownPartner),
+        ("n1", ExceptionReason::UnknownPartner),
+        ("g1", ExceptionReason::DuplicateConflict),
+    ];
+    assert_eq!(queue, expected.map(|(id, r)| (id.to_string(), r)));
+    let (first, outcome) = engine.lookup("t1").await.unwrap().unwrap();
+    assert_eq!(first.partner.as_deref(), Some("acme"));
+    assert_eq!(first.received_at, t("2026-01-02T10:00:01Z"), "stamped by the engine");
+    assert_eq!(outcome, results[0].outcome);
+    assert!(engine.lookup("zzz").await.unwrap().is_none());
     engine.shutdown().await.unwrap();
 
     // The same answers after recovery.
@@ -392,7 +406,10 @@ async fn throughput() {
     let elapsed = started.elapsed();
     let total = submitters * batches * per_batch;
     let per_second = u128::from(total) * 1_000_000 / elapsed.as_micros().max(1);
-    eprintln!("{total} transactions ({applied} applied) in {elapsed:?}: {per_second} tx/s");
+    eprintln!(
+        "{total} transactions ({applied} applied) in {elapsed:?}: {per_second} tx/s; {:?}",
+        engine.stats()
+    );
     engine.shutdown().await.unwrap();
 }
 

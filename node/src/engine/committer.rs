@@ -158,7 +158,11 @@ pub(crate) fn run(store: Arc<Store>, shared: Arc<Shared>, mut jobs_rx: mpsc::Rec
             continue;
         }
         match commit(&store, &jobs) {
-            Ok(()) => jobs.drain(..).for_each(CommitJob::answer_ok),
+            Ok(()) => {
+                let txs = jobs.iter().flat_map(|j| &j.logs).map(TxLog::len).sum();
+                shared.count_commit(jobs.len(), txs);
+                jobs.drain(..).for_each(CommitJob::answer_ok);
+            }
             Err(e) => {
                 // Never retry-and-acknowledge: the state in memory is ahead of the disk now,
                 // so the only safe answer is to stop and recover from the log on restart.

@@ -27,11 +27,11 @@ pub use demo::{demo_partners, demo_partners_since, demo_rates, DEMO_SINCE};
 
 use settle_core::tx::TxResult;
 use settle_core::{
-    ContractVersion, Currency, FxRate, Instant, Minor, Partner, Period, Span, Statement, TxInput,
+    ContractVersion, Currency, FxRate, Instant, Minor, Outcome, Partner, Period, Span, Statement, TxInput,
 };
-use settle_storage::{StorageError, Store};
+use settle_storage::{ExceptionRecord, StorageError, Store};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -155,6 +155,19 @@ pub struct Balance {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// Counters since the engine opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Durable commits: one write batch and one fsync each.
+    pub commits: u64,
+    /// Sequencer groups those commits carried (a commit merges the groups waiting for it).
+    pub groups: u64,
+    /// Transactions logged by those commits (plain repeats are answered without a log entry).
+    pub transactions: u64,
+    /// Transactions admitted and not yet answered.
+    pub in_flight: usize,
+}
+
 /// Requests to the sequencer, in arrival order.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -174,6 +187,10 @@ pub(crate) struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: usize,
     store: Mutex<Option<Arc<Store>>>,
+    /// Durable commits (one fsync each) and what they carried, for metrics.
+    commits: AtomicU64,
+    committed_groups: AtomicU64,
+    committed_txs: AtomicU64,
     /// Test hook: while true the committer holds its next commit (see `pause_commits`).
     commits_paused: Mutex<bool>,
     commits_resumed: Condvar,
@@ -186,6 +203,12 @@ impl Shared {
         while *paused {
             paused = self.commits_resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    pub(crate) fn count_commit(&self, groups: usize, txs: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.committed_groups.fetch_add(groups as u64, Ordering::Relaxed);
+        self.committed_txs.fetch_add(txs as u64, Ordering::Relaxed);
     }
 
     fn set_commits_paused(&self, value: bool) {
@@ -269,6 +292,9 @@ impl Engine {
             in_flight: AtomicUsize::new(0),
             max_in_flight: config.max_in_flight_txs,
             store: Mutex::new(Some(Arc::clone(&store))),
+            commits: AtomicU64::new(0),
+            committed_groups: AtomicU64::new(0),
+            committed_txs: AtomicU64::new(0),
             commits_paused: Mutex::new(false),
             commits_resumed: Condvar::new(),
         });
@@ -387,15 +413,39 @@ impl EngineHandle {
         self.request(|reply| Command::AddVersion { partner, version, reply }).await
     }
 
-    /// Every statement issued to the partner, by period (durable ones only).
-    pub async fn statements(&self, partner: &str) -> Result<Vec<Statement>, EngineError> {
+    /// Runs a read on the store off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, EngineError> {
         self.running()?;
         let store = self.shared.store()?;
-        let partner = partner.to_string();
-        tokio::task::spawn_blocking(move || store.statements(&partner))
+        tokio::task::spawn_blocking(move || query(&store))
             .await
-            .map_err(|e| EngineError::Stopped(format!("statement query failed: {e}")))?
+            .map_err(|e| EngineError::Stopped(format!("a storage read failed: {e}")))?
             .map_err(EngineError::from)
+    }
+
+    /// Every statement issued to the partner, by period (durable ones only).
+    pub async fn statements(&self, partner: &str) -> Result<Vec<Statement>, EngineError> {
+        let partner = partner.to_string();
+        self.read(move |store| store.statements(&partner)).await
+    }
+
+    /// Up to `limit` entries of the exception queue after log sequence `after`, oldest first.
+    pub async fn exceptions(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>, EngineError> {
+        self.read(move |store| store.exceptions(after, limit)).await
+    }
+
+    /// The first durable occurrence of a transaction id: its content (with the stamped
+    /// `received_at`) and its outcome.
+    pub async fn lookup(&self, id: &str) -> Result<Option<(TxInput, Outcome)>, EngineError> {
+        let id = id.to_string();
+        self.read(move |store| Ok(store.lookup_tx(&id)?.map(|(_, tx, outcome)| (tx, outcome)))).await
     }
 
     /// Closes every period due now (as the scheduler does every second); durable when it returns.
@@ -406,6 +456,15 @@ impl EngineHandle {
     /// Transactions admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            groups: self.shared.committed_groups.load(Ordering::Relaxed),
+            transactions: self.shared.committed_txs.load(Ordering::Relaxed),
+            in_flight: self.in_flight(),
+        }
     }
 
     /// Why the engine stopped, if it did.
