@@ -503,3 +503,44 @@ async fn a_log_that_does_not_replay_to_what_was_acknowledged_refuses_to_open() {
         other => panic!("expected a recovery error, got {other:?}"),
     }
 }
+
+#[test]
+fn the_handle_can_be_shared_across_tasks() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<EngineHandle>();
+}
+
+/// What `settle dev` does: demo partners and rates on the system clock with the scheduler on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_seeding_on_the_system_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+    let partners = settle_node::engine::demo_partners(12);
+    for p in &partners {
+        engine.register_partner(p.clone()).await.unwrap();
+    }
+    let now = Instant(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128
+    );
+    engine.publish_rates(demo_rates(now.checked_sub(Span::from_hours(1)).unwrap())).await.unwrap();
+    let occurred = now.checked_sub(Span::from_seconds(30)).unwrap().to_rfc3339();
+    let txs: Vec<TxInput> = partners
+        .iter()
+        .enumerate()
+        .map(|(i, p)| sale(&format!("d{i}"), &p.id, "25.00", ["EUR", "USD", "GBP"][i % 3], &occurred))
+        .collect();
+    let results = engine.submit(txs).await.unwrap();
+    assert!(results.iter().all(|r| r.outcome.is_applied()), "{results:?}");
+    engine.tick().await.unwrap();
+    for p in &partners {
+        let balance = engine.balance(&p.id).await.unwrap().unwrap();
+        // After the tick nothing due is left open.
+        assert!(p.cycle.closes_at(balance.open_period) > now);
+        assert!(balance.preview.identities_hold());
+    }
+    // Periods since DEMO_SINCE closed with statements that satisfy the spec's identities.
+    let statements = engine.statements(&partners[0].id).await.unwrap();
+    assert!(!statements.is_empty());
+    assert!(statements.iter().all(Statement::identities_hold));
+    engine.shutdown().await.unwrap();
+}
