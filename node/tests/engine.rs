@@ -406,8 +406,13 @@ async fn throughput() {
     let elapsed = started.elapsed();
     let total = submitters * batches * per_batch;
     let per_second = u128::from(total) * 1_000_000 / elapsed.as_micros().max(1);
+    // Resident memory: mostly the idempotency index and the sales kept for refunds.
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS")).map(str::to_string))
+        .unwrap_or_default();
     eprintln!(
-        "{total} transactions ({applied} applied) in {elapsed:?}: {per_second} tx/s; {:?}",
+        "{total} transactions ({applied} applied) in {elapsed:?}: {per_second} tx/s; {:?}; {rss}",
         engine.stats()
     );
     engine.shutdown().await.unwrap();
@@ -542,5 +547,50 @@ async fn demo_seeding_on_the_system_clock() {
     let statements = engine.statements(&partners[0].id).await.unwrap();
     assert!(!statements.is_empty());
     assert!(statements.iter().all(Statement::identities_hold));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_are_rejected_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t("2026-01-20T10:00:00Z"));
+    let engine = open(dir.path(), &clock).await;
+    engine.register_partner(acme()).await.unwrap();
+    let long = partner_named(&"x".repeat(settle_node::engine::MAX_PARTNER_ID_BYTES + 1));
+    assert!(matches!(engine.register_partner(long).await, Err(EngineError::Rejected(_))));
+    let version = |from: &str| {
+        parse_contract_version(
+            &serde_json::json!({"effective_from": from, "shares": [{"party": "partner", "percent": "100"}]}),
+            "v",
+            acme().currency,
+        )
+        .unwrap()
+    };
+    // Periods up to 2026-01-18/19 are closed once a transaction or tick at 01-20 ran.
+    engine.tick().await.unwrap();
+    let closed = engine.add_contract_version("acme", version("2026-01-05T00:00:00Z")).await;
+    assert!(matches!(closed, Err(EngineError::Rejected(_))), "{closed:?}");
+    let unknown = engine.add_contract_version("nobody", version("2026-02-01T00:00:00Z")).await;
+    assert!(matches!(unknown, Err(EngineError::Rejected(_))));
+    let mut bad_rate = usd_eur();
+    bad_rate.rate.mantissa = 0;
+    assert!(matches!(engine.publish_rates(vec![bad_rate]).await, Err(EngineError::Rejected(_))));
+    let too_many: Vec<TxInput> = (0..settle_node::engine::MAX_SUBMIT_TXS + 1)
+        .map(|i| sale(&format!("m{i}"), "acme", "1.00", "EUR", "2026-01-20T09:00:00Z"))
+        .collect();
+    assert!(matches!(engine.submit(too_many).await, Err(EngineError::Rejected(_))));
+    assert_eq!(engine.submit(Vec::new()).await.unwrap(), Vec::new());
+    // A later version is accepted and used from its effective_from on, also after a restart.
+    engine.add_contract_version("acme", version("2026-01-20T00:00:00Z")).await.unwrap();
+    engine.shutdown().await.unwrap();
+    let engine = open(dir.path(), &clock).await;
+    let r = engine.submit(vec![sale("m0", "acme", "10.00", "EUR", "2026-01-20T09:00:00Z")]).await.unwrap();
+    assert!(!r[0].duplicate, "the rejected oversized submission left nothing behind");
+    let balance = engine.balance("acme").await.unwrap().unwrap();
+    assert_eq!(
+        balance.payable,
+        Minor(-30_000 + 1_000),
+        "three closed weeks of minimum fees, then 100% of 10.00"
+    );
     engine.shutdown().await.unwrap();
 }
