@@ -357,6 +357,11 @@ impl TxLog {
         self.entries.len()
     }
 
+    /// The encoded bytes of the last record pushed.
+    pub fn last_record(&self) -> Option<&[u8]> {
+        self.entries.last().and_then(|e| self.bytes.get(e.start..e.end))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -19,6 +19,7 @@
 mod account;
 mod committer;
 mod demo;
+mod ids;
 mod recovery;
 mod router;
 mod sequencer;
