@@ -201,11 +201,16 @@ async fn a_failed_write_stops_the_engine_and_acknowledges_nothing() {
     engine.register_partner(acme()).await.unwrap();
     engine.submit(vec![sale("ok", "acme", "1.00", "EUR", START)]).await.unwrap();
     engine.inject_commit_failures().unwrap();
+    let watcher = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.stopped().await })
+    };
     let failed = engine.submit(vec![sale("lost", "acme", "1.00", "EUR", START)]).await;
     assert!(matches!(failed, Err(EngineError::Stopped(_))), "{failed:?}");
     let later = engine.submit(vec![sale("later", "acme", "1.00", "EUR", START)]).await;
     assert!(matches!(later, Err(EngineError::Stopped(_))));
     assert!(engine.stopped_reason().unwrap().contains("durable write failed"));
+    assert!(watcher.await.unwrap().contains("durable write failed"));
     assert!(matches!(engine.balance("acme").await, Err(EngineError::Stopped(_))));
     let _ = engine.shutdown().await;
 

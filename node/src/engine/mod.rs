@@ -185,6 +185,8 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) struct Shared {
     stopped: OnceLock<String>,
+    /// Woken when `stopped` is set.
+    stop_notify: tokio::sync::Notify,
     in_flight: AtomicUsize,
     max_in_flight: usize,
     store: Mutex<Option<Arc<Store>>>,
@@ -222,6 +224,7 @@ impl Shared {
         if self.stopped.set(reason.clone()).is_ok() {
             tracing::error!("settle engine stopped: {reason}");
         }
+        self.stop_notify.notify_waiters();
     }
 
     pub(crate) fn stopped(&self) -> Option<&str> {
@@ -290,6 +293,7 @@ impl Engine {
 
         let shared = Arc::new(Shared {
             stopped: OnceLock::new(),
+            stop_notify: tokio::sync::Notify::new(),
             in_flight: AtomicUsize::new(0),
             max_in_flight: config.max_in_flight_txs,
             store: Mutex::new(Some(Arc::clone(&store))),
@@ -468,6 +472,19 @@ impl EngineHandle {
         }
     }
 
+    /// Resolves when the engine stops (a failed durable write, a failed actor, a shutdown), with
+    /// the reason: the node should exit with it rather than keep serving.
+    pub async fn stopped(&self) -> String {
+        loop {
+            // Created before the check: `notify_waiters` wakes futures created before it.
+            let notified = self.shared.stop_notify.notified();
+            if let Some(reason) = self.shared.stopped() {
+                return reason.to_string();
+            }
+            notified.await;
+        }
+    }
+
     /// Why the engine stopped, if it did.
     pub fn stopped_reason(&self) -> Option<String> {
         self.shared.stopped().map(str::to_string)
@@ -507,6 +524,7 @@ impl EngineHandle {
         let earlier = self.shared.stopped().map(str::to_string);
         // A clean stop: later calls on other clones of the handle get `Stopped`.
         let _ = self.shared.stopped.set("the engine was shut down".into());
+        self.shared.stop_notify.notify_waiters();
         self.shared.store.lock().unwrap_or_else(|e| e.into_inner()).take();
         if sequencer.is_err() || !matches!(joined, Ok(Ok(()))) {
             return Err(EngineError::Stopped("an engine task failed during shutdown".into()));
