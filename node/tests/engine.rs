@@ -421,6 +421,12 @@ async fn throughput() {
         engine.stats()
     );
     engine.shutdown().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.tick_interval = None;
+    let engine = Engine::open(cfg).await.unwrap();
+    eprintln!("recovery of {total} transactions took {:?}", started.elapsed());
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test]

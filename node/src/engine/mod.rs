@@ -280,6 +280,12 @@ impl Engine {
     /// Opens the store in `config.data_dir`, rebuilds every account by replaying the log, and
     /// starts the sequencer, the actors, the committer and (if configured) the scheduler.
     pub async fn open(config: EngineConfig) -> Result<EngineHandle, EngineError> {
+        if config.max_in_flight_txs == 0 {
+            return Err(EngineError::Rejected("max_in_flight_txs must be at least 1".into()));
+        }
+        if config.tick_interval.is_some_and(|every| every.is_zero()) {
+            return Err(EngineError::Rejected("tick_interval must not be zero".into()));
+        }
         let dir = config.data_dir.clone();
         let fx_max_age = config.fx_max_age;
         let hash_seed = config.hash_seed;
