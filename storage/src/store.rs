@@ -123,6 +123,15 @@ impl Store {
         self.write_synced(batch.inner)
     }
 
+    /// Writes the memtables to SST files, so that the next open need not replay the WAL
+    /// (a clean shutdown's courtesy; durability never depends on it).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+
     /// Test hook: makes every later commit fail, as a full disk or an I/O error would.
     #[doc(hidden)]
     pub fn inject_commit_failures(&self, fail: bool) {

@@ -172,4 +172,10 @@ pub(crate) fn run(store: Arc<Store>, shared: Arc<Shared>, mut jobs_rx: mpsc::Rec
             }
         }
     }
+    // The sequencer is gone: a clean stop. Flushing spares the next start a WAL replay.
+    if shared.stopped().is_none() {
+        if let Err(e) = store.flush() {
+            tracing::warn!("flushing the store at shutdown failed (the WAL still has everything): {e}");
+        }
+    }
 }
