@@ -4,7 +4,7 @@
 
 use settle_core::scenario::{parse_contract_version, parse_partner, parse_rate, parse_transaction};
 use settle_core::tx::TxResult;
-use settle_core::{ExceptionReason, Instant, Ledger, Minor, Span, Statement, TxInput};
+use settle_core::{ExceptionReason, Instant, Ledger, Minor, Outcome, Span, Statement, TxInput};
 use settle_node::engine::{
     demo_partners_since, demo_rates, Clock, Engine, EngineConfig, EngineError, EngineHandle, ManualClock,
 };
@@ -603,5 +603,126 @@ async fn bad_requests_are_rejected_and_change_nothing() {
         Minor(-30_000 + 1_000),
         "three closed weeks of minimum fees, then 100% of 10.00"
     );
+    engine.shutdown().await.unwrap();
+}
+
+/// A small deterministic generator (no RNG crate, same sequence every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// Every answer the engine gives, across restarts, ticks and rate publications, equals what
+/// `settle_core::Ledger` answers for the same inputs at the same stamped instants.
+#[tokio::test]
+async fn every_answer_equals_core_ledger_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut now = t("2026-01-02T08:00:00Z");
+    let clock = ManualClock::new(now);
+    let mut engine = open(dir.path(), &clock).await;
+    let mut ledger = Ledger::new(Span::from_hours(24), 5);
+    let mut core_statements = Vec::new();
+    let partners = demo_partners_since(5, t("2026-01-01T00:00:00Z"));
+    for p in &partners {
+        engine.register_partner(p.clone()).await.unwrap();
+        ledger.add_partner(p.clone()).unwrap();
+    }
+    let mut rng = Lcg(42);
+    let mut history: Vec<TxInput> = Vec::new();
+    let currencies = ["EUR", "USD", "GBP", "JPY", "XYZ", "eur"];
+    let kinds = ["sale", "sale", "sale", "refund", "chargeback", "payout", "adjustment"];
+    for step in 0..60u64 {
+        now = now.checked_add(Span::from_minutes(10 + rng.next(600) as i64)).unwrap();
+        clock.set(now);
+        match rng.next(10) {
+            0 => {
+                let rates = demo_rates(now.checked_sub(Span::from_minutes(rng.next(120) as i64)).unwrap());
+                engine.publish_rates(rates.clone()).await.unwrap();
+                rates.into_iter().for_each(|r| ledger.add_rate(r));
+            }
+            1 => {
+                engine.tick().await.unwrap();
+                ledger.close_due(now, &mut core_statements);
+            }
+            2 => {
+                engine.shutdown().await.unwrap();
+                engine = open(dir.path(), &clock).await;
+            }
+            _ => {}
+        }
+        let mut batch = Vec::new();
+        for i in 0..1 + rng.next(20) {
+            let occurred = now.checked_sub(Span::from_minutes(rng.next(300) as i64)).unwrap().to_rfc3339();
+            let partner = if rng.next(30) == 0 {
+                "ghost".to_string()
+            } else {
+                partners[rng.next(5) as usize].id.clone()
+            };
+            let tx = match rng.next(8) {
+                // Exact or altered repeats of earlier transactions.
+                0 if !history.is_empty() => history[rng.next(history.len() as u64) as usize].clone(),
+                1 if !history.is_empty() => {
+                    let mut altered = history[rng.next(history.len() as u64) as usize].clone();
+                    altered.reason = Some("changed".into());
+                    altered
+                }
+                _ => {
+                    let kind = kinds[rng.next(kinds.len() as u64) as usize];
+                    let choices = if rng.next(5) == 0 { 6 } else { 4 };
+                    let currency = currencies[rng.next(choices) as usize];
+                    let amount = match (kind, currency, rng.next(12)) {
+                        (_, _, 0) => "1e3".to_string(),
+                        ("adjustment", _, 1) => "-5.00".to_string(),
+                        (_, "JPY", _) => format!("{}", 1 + rng.next(50_000)),
+                        _ => format!("{}.{:02}", rng.next(2_000), rng.next(100)),
+                    };
+                    let mut value = serde_json::json!({"id": format!("k{step}-{i}"), "partner": partner,
+                        "kind": kind, "amount": amount, "currency": currency, "occurred_at": occurred});
+                    if matches!(kind, "refund" | "chargeback") {
+                        let original = history.get(rng.next(history.len().max(1) as u64) as usize);
+                        value["original"] = original.map_or("none".into(), |o| o.id.as_str().into());
+                    }
+                    if kind == "adjustment" && rng.next(3) > 0 {
+                        value["reason"] = "goodwill".into();
+                    }
+                    tx(value)
+                }
+            };
+            batch.push(tx);
+        }
+        let answers = engine.submit(batch.clone()).await.unwrap();
+        for (tx, answer) in batch.into_iter().zip(answers) {
+            let mut stamped = tx.clone();
+            stamped.received_at = now;
+            let expected = ledger.apply(stamped, Instant::MAX, &mut core_statements);
+            assert_eq!(answer, expected, "step {step}: {tx:?}");
+            history.push(tx);
+        }
+    }
+    for p in &partners {
+        let balance = engine.balance(&p.id).await.unwrap().unwrap();
+        assert_eq!(balance.payable, ledger.account(&p.id).unwrap().payable());
+        let mut expected: Vec<&Statement> = core_statements.iter().filter(|s| s.partner == p.id).collect();
+        expected.sort_by_key(|s| s.period.start);
+        let live = engine.statements(&p.id).await.unwrap();
+        assert_eq!(live.iter().collect::<Vec<_>>(), expected, "{}", p.id);
+    }
+    let kinds_seen: std::collections::BTreeSet<String> = history
+        .iter()
+        .filter_map(|tx| ledger.lookup(tx.id.as_str()).and_then(|o| o.exception()).map(|r| r.to_string()))
+        .collect();
+    assert!(kinds_seen.len() >= 6, "too few exception kinds exercised: {kinds_seen:?}");
+    let applied =
+        history.iter().filter(|tx| ledger.lookup(tx.id.as_str()).is_some_and(Outcome::is_applied)).count();
+    let statements: usize = core_statements.len();
+    eprintln!(
+        "{} transactions, {applied} applied, {statements} statements, exceptions {kinds_seen:?}",
+        history.len()
+    );
+    assert!(applied >= 100 && statements >= 10, "{applied} applied, {statements} statements");
     engine.shutdown().await.unwrap();
 }
