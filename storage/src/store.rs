@@ -41,6 +41,8 @@ fn corrupt(cf: &'static str, key: &[u8], source: codec::CodecError) -> StorageEr
 impl Store {
     /// Opens (or creates) the database in `dir`. Refuses a database of another format version.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        // RocksDB creates only the last level of a missing path.
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
