@@ -10,7 +10,7 @@ use settle_core::fx::RateUsed;
 use settle_core::tx::{Applied, TxId};
 use settle_core::{
     AmountField, ContractVersion, Currency, Dec, ExceptionReason, FxRate, Instant, Minor, Outcome, Partner,
-    Statement, TxInput, TxKind,
+    Span, Statement, TxInput, TxKind,
 };
 
 /// Why bytes could not be decoded.
@@ -31,6 +31,7 @@ pub const LOG_RATES: u8 = 2;
 pub const LOG_PARTNER: u8 = 3;
 pub const LOG_CONTRACT_VERSION: u8 = 4;
 pub const LOG_TICK: u8 = 5;
+pub const LOG_FX_MAX_AGE: u8 = 6;
 
 /// One entry of the command log, decoded.
 // Transactions are nearly every entry: boxing them would cost an allocation each.
@@ -47,6 +48,10 @@ pub enum LogEntry {
     ContractVersion { partner: String, version: ContractVersion },
     /// A period-close tick: every account closes the periods due at this instant.
     Tick(Instant),
+    /// The `fx_max_age` in force for every later transaction (logged at the first start and
+    /// whenever the configuration changes it, so that replay judges staleness as the live
+    /// engine did).
+    FxMaxAge(Span),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -450,6 +455,11 @@ pub fn encode_tick_entry(out: &mut Vec<u8>, at: Instant) {
     put_ivarint(out, at.0);
 }
 
+pub fn encode_fx_max_age_entry(out: &mut Vec<u8>, span: Span) {
+    out.push(LOG_FX_MAX_AGE);
+    put_ivarint(out, span.0);
+}
+
 pub fn decode_log_entry(bytes: &[u8]) -> Result<LogEntry, CodecError> {
     const WHAT: &str = "log entry";
     let (&tag, body) = bytes.split_first().ok_or_else(|| bad(WHAT, "empty"))?;
@@ -476,6 +486,15 @@ pub fn decode_log_entry(bytes: &[u8]) -> Result<LogEntry, CodecError> {
             let at = r.instant()?;
             r.finish()?;
             Ok(LogEntry::Tick(at))
+        }
+        LOG_FX_MAX_AGE => {
+            let mut r = Reader::new(body, "fx_max_age log entry");
+            let span = r.ivarint()?;
+            r.finish()?;
+            if span < 0 {
+                return Err(bad("fx_max_age log entry", "negative"));
+            }
+            Ok(LogEntry::FxMaxAge(Span(span)))
         }
         t => Err(bad(WHAT, format!("unknown tag {t}"))),
     }
@@ -633,6 +652,9 @@ mod tests {
         let mut buf = Vec::new();
         encode_tick_entry(&mut buf, t("2026-03-29T01:00:00Z"));
         assert_eq!(decode_log_entry(&buf).unwrap(), LogEntry::Tick(t("2026-03-29T01:00:00Z")));
+        let mut buf = Vec::new();
+        encode_fx_max_age_entry(&mut buf, Span::from_hours(24));
+        assert_eq!(decode_log_entry(&buf).unwrap(), LogEntry::FxMaxAge(Span::from_hours(24)));
         let summary = AccountSummary {
             currency: Currency::from_code("JPY").unwrap(),
             payable: Minor(-42),

@@ -31,6 +31,8 @@ pub enum StorageError {
         #[source]
         source: CodecError,
     },
+    #[error("cannot create the data directory {0}")]
+    Io(String),
     #[error("commit refused: {0}")]
     CommitRefused(String),
 }

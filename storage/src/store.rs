@@ -8,7 +8,9 @@ use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBRawIterator, Direction, IteratorMode, Options, WriteBatch,
     WriteOptions, DB,
 };
-use settle_core::{ContractVersion, ExceptionReason, FxRate, Instant, Outcome, Partner, Statement, TxInput};
+use settle_core::{
+    ContractVersion, ExceptionReason, FxRate, Instant, Outcome, Partner, Span, Statement, TxInput,
+};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,6 +41,8 @@ fn corrupt(cf: &'static str, key: &[u8], source: codec::CodecError) -> StorageEr
 impl Store {
     /// Opens (or creates) the database in `dir`. Refuses a database of another format version.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        // RocksDB creates only the last level of a missing path.
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -119,6 +123,15 @@ impl Store {
             return Ok(());
         }
         self.write_synced(batch.inner)
+    }
+
+    /// Writes the memtables to SST files, so that the next open need not replay the WAL
+    /// (a clean shutdown's courtesy; durability never depends on it).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
     }
 
     /// Test hook: makes every later commit fail, as a full disk or an I/O error would.
@@ -355,6 +368,11 @@ impl TxLog {
         self.entries.len()
     }
 
+    /// The encoded bytes of the last record pushed.
+    pub fn last_record(&self) -> Option<&[u8]> {
+        self.entries.last().and_then(|e| self.bytes.get(e.start..e.end))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -455,6 +473,12 @@ impl Batch<'_> {
     pub fn append_tick(&mut self, seq: u64, at: Instant) {
         self.scratch.clear();
         codec::encode_tick_entry(&mut self.scratch, at);
+        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+    }
+
+    pub fn append_fx_max_age(&mut self, seq: u64, span: Span) {
+        self.scratch.clear();
+        codec::encode_fx_max_age_entry(&mut self.scratch, span);
         self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
     }
 

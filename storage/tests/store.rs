@@ -177,6 +177,14 @@ fn a_batch_is_all_or_nothing() {
 }
 
 #[test]
+fn missing_parent_directories_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a").join("b").join("db");
+    drop(Store::open(&nested).unwrap());
+    assert!(Store::open(&nested).unwrap().last_seq().unwrap().is_none());
+}
+
+#[test]
 fn unknown_format_versions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());

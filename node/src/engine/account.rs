@@ -2,13 +2,14 @@
 //! index, and the ractor actor that owns it. The same `AccountCell::apply` runs live (in the
 //! actor) and in recovery, so both give the same answers.
 
+use super::ids::RecordIndex;
 use super::Balance;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use settle_core::ledger::IdCheck;
 use settle_core::tx::TxResult;
 use settle_core::{
-    ContractVersion, ExceptionReason, FxTable, IdIndex, Instant, Outcome, Partner, PartnerAccount, Span,
-    Statement, TxInput,
+    ContractVersion, ExceptionReason, FxTable, Instant, Outcome, Partner, PartnerAccount, Span, Statement,
+    TxInput,
 };
 use settle_storage::{AccountSummary, TxLog};
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub(crate) struct AccountCell {
     pub(crate) account: PartnerAccount,
-    pub(crate) ids: IdIndex,
+    pub(crate) ids: RecordIndex,
+    /// Encoding buffer for recovery, reused.
+    scratch: Vec<u8>,
 }
 
 /// Hash seed of the `index`-th account (seeds never reach an output; distinct ones keep
@@ -31,7 +34,7 @@ impl AccountCell {
     pub(crate) fn open(partner: Partner, index: usize, hash_seed: u64) -> Result<AccountCell, String> {
         let seed = account_seed(hash_seed, index);
         let account = PartnerAccount::open(partner, seed).map_err(|e| e.to_string())?;
-        Ok(AccountCell { account, ids: IdIndex::new(seed ^ 0x1d5) })
+        Ok(AccountCell { account, ids: RecordIndex::new(seed ^ 0x1d5), scratch: Vec::new() })
     }
 
     /// The per-transaction sequence of `settle_core::Ledger::apply` for a transaction already
@@ -50,10 +53,14 @@ impl AccountCell {
             IdCheck::New => {
                 self.account.close_due(tx.received_at, statements);
                 let outcome = self.account.apply(&tx, fx, fx_max_age);
-                if let Some(log) = log {
-                    log.push(seq, &tx, &outcome, true);
+                match log {
+                    Some(log) => {
+                        log.push(seq, &tx, &outcome, true);
+                        let record = log.last_record().unwrap_or_default();
+                        self.ids.record(&tx.id, record);
+                    }
+                    None => self.ids.record_tx(&tx, &outcome, &mut self.scratch),
                 }
-                self.ids.record(tx, outcome.clone());
                 TxResult { outcome, duplicate: false }
             }
             IdCheck::Repeat(outcome) => TxResult { outcome, duplicate: true },

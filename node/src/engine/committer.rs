@@ -97,12 +97,14 @@ impl CommitJob {
     }
 
     fn answer_ok(self) {
-        for submission in self.submissions {
-            let results: Option<Vec<TxResult>> = submission.results.into_iter().collect();
+        for Submission { reply, results, _permit: permit } in self.submissions {
+            let results: Option<Vec<TxResult>> = results.into_iter().collect();
             let answer = results.ok_or_else(|| {
                 EngineError::Stopped("internal error: a transaction of the group got no outcome".into())
             });
-            let _ = submission.reply.send(answer);
+            // Admission is released before the answer, so a caller that got its answer sees it.
+            drop(permit);
+            let _ = reply.send(answer);
         }
         for (reply, outcome) in self.control {
             let outcome = outcome.unwrap_or_else(|| {
@@ -117,8 +119,9 @@ impl CommitJob {
 
     fn answer_err(self, reason: &str) {
         let error = || EngineError::Stopped(reason.to_string());
-        for submission in self.submissions {
-            let _ = submission.reply.send(Err(error()));
+        for Submission { reply, _permit: permit, .. } in self.submissions {
+            drop(permit);
+            let _ = reply.send(Err(error()));
         }
         for (reply, _) in self.control {
             let _ = reply.send(Err(error()));
@@ -148,13 +151,18 @@ pub(crate) fn run(store: Arc<Store>, shared: Arc<Shared>, mut jobs_rx: mpsc::Rec
                 Err(_) => break,
             }
         }
+        shared.wait_while_paused();
         if let Some(reason) = shared.stopped() {
             let reason = reason.to_string();
             jobs.drain(..).for_each(|job| job.answer_err(&reason));
             continue;
         }
         match commit(&store, &jobs) {
-            Ok(()) => jobs.drain(..).for_each(CommitJob::answer_ok),
+            Ok(()) => {
+                let txs = jobs.iter().flat_map(|j| &j.logs).map(TxLog::len).sum();
+                shared.count_commit(jobs.len(), txs);
+                jobs.drain(..).for_each(CommitJob::answer_ok);
+            }
             Err(e) => {
                 // Never retry-and-acknowledge: the state in memory is ahead of the disk now,
                 // so the only safe answer is to stop and recover from the log on restart.
@@ -162,6 +170,12 @@ pub(crate) fn run(store: Arc<Store>, shared: Arc<Shared>, mut jobs_rx: mpsc::Rec
                 shared.stop(reason.clone());
                 jobs.drain(..).for_each(|job| job.answer_err(&reason));
             }
+        }
+    }
+    // The sequencer is gone: a clean stop. Flushing spares the next start a WAL replay.
+    if shared.stopped().is_none() {
+        if let Err(e) = store.flush() {
+            tracing::warn!("flushing the store at shutdown failed (the WAL still has everything): {e}");
         }
     }
 }

@@ -19,6 +19,7 @@
 mod account;
 mod committer;
 mod demo;
+mod ids;
 mod recovery;
 mod router;
 mod sequencer;
@@ -27,12 +28,12 @@ pub use demo::{demo_partners, demo_partners_since, demo_rates, DEMO_SINCE};
 
 use settle_core::tx::TxResult;
 use settle_core::{
-    ContractVersion, Currency, FxRate, Instant, Minor, Partner, Period, Span, Statement, TxInput,
+    ContractVersion, Currency, FxRate, Instant, Minor, Outcome, Partner, Period, Span, Statement, TxInput,
 };
-use settle_storage::{StorageError, Store};
+use settle_storage::{ExceptionRecord, StorageError, Store};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -155,6 +156,19 @@ pub struct Balance {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// Counters since the engine opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Durable commits: one write batch and one fsync each.
+    pub commits: u64,
+    /// Sequencer groups those commits carried (a commit merges the groups waiting for it).
+    pub groups: u64,
+    /// Transactions logged by those commits (plain repeats are answered without a log entry).
+    pub transactions: u64,
+    /// Transactions admitted and not yet answered.
+    pub in_flight: usize,
+}
+
 /// Requests to the sequencer, in arrival order.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -171,17 +185,46 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) struct Shared {
     stopped: OnceLock<String>,
+    /// Woken when `stopped` is set.
+    stop_notify: tokio::sync::Notify,
     in_flight: AtomicUsize,
     max_in_flight: usize,
     store: Mutex<Option<Arc<Store>>>,
+    /// Durable commits (one fsync each) and what they carried, for metrics.
+    commits: AtomicU64,
+    committed_groups: AtomicU64,
+    committed_txs: AtomicU64,
+    /// Test hook: while true the committer holds its next commit (see `pause_commits`).
+    commits_paused: Mutex<bool>,
+    commits_resumed: Condvar,
 }
 
 impl Shared {
+    /// Blocks the committer thread while a test holds commits.
+    pub(crate) fn wait_while_paused(&self) {
+        let mut paused = self.commits_paused.lock().unwrap_or_else(|e| e.into_inner());
+        while *paused {
+            paused = self.commits_resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    pub(crate) fn count_commit(&self, groups: usize, txs: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.committed_groups.fetch_add(groups as u64, Ordering::Relaxed);
+        self.committed_txs.fetch_add(txs as u64, Ordering::Relaxed);
+    }
+
+    fn set_commits_paused(&self, value: bool) {
+        *self.commits_paused.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        self.commits_resumed.notify_all();
+    }
+
     /// Stops the engine for good; the first reason is kept.
     pub(crate) fn stop(&self, reason: String) {
         if self.stopped.set(reason.clone()).is_ok() {
             tracing::error!("settle engine stopped: {reason}");
         }
+        self.stop_notify.notify_waiters();
     }
 
     pub(crate) fn stopped(&self) -> Option<&str> {
@@ -237,12 +280,18 @@ impl Engine {
     /// Opens the store in `config.data_dir`, rebuilds every account by replaying the log, and
     /// starts the sequencer, the actors, the committer and (if configured) the scheduler.
     pub async fn open(config: EngineConfig) -> Result<EngineHandle, EngineError> {
+        if config.max_in_flight_txs == 0 {
+            return Err(EngineError::Rejected("max_in_flight_txs must be at least 1".into()));
+        }
+        if config.tick_interval.is_some_and(|every| every.is_zero()) {
+            return Err(EngineError::Rejected("tick_interval must not be zero".into()));
+        }
         let dir = config.data_dir.clone();
         let fx_max_age = config.fx_max_age;
         let hash_seed = config.hash_seed;
         let (store, recovered) = tokio::task::spawn_blocking(move || {
             let store = Store::open(&dir)?;
-            let recovered = recovery::recover(&store, fx_max_age, hash_seed)?;
+            let recovered = recovery::recover_and_pin(&store, fx_max_age, hash_seed)?;
             Ok::<_, EngineError>((Arc::new(store), recovered))
         })
         .await
@@ -250,9 +299,15 @@ impl Engine {
 
         let shared = Arc::new(Shared {
             stopped: OnceLock::new(),
+            stop_notify: tokio::sync::Notify::new(),
             in_flight: AtomicUsize::new(0),
             max_in_flight: config.max_in_flight_txs,
             store: Mutex::new(Some(Arc::clone(&store))),
+            commits: AtomicU64::new(0),
+            committed_groups: AtomicU64::new(0),
+            committed_txs: AtomicU64::new(0),
+            commits_paused: Mutex::new(false),
+            commits_resumed: Condvar::new(),
         });
         let (commit_tx, commit_rx) = mpsc::channel(COMMIT_QUEUE_GROUPS);
         let committer = {
@@ -369,15 +424,39 @@ impl EngineHandle {
         self.request(|reply| Command::AddVersion { partner, version, reply }).await
     }
 
-    /// Every statement issued to the partner, by period (durable ones only).
-    pub async fn statements(&self, partner: &str) -> Result<Vec<Statement>, EngineError> {
+    /// Runs a read on the store off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, EngineError> {
         self.running()?;
         let store = self.shared.store()?;
-        let partner = partner.to_string();
-        tokio::task::spawn_blocking(move || store.statements(&partner))
+        tokio::task::spawn_blocking(move || query(&store))
             .await
-            .map_err(|e| EngineError::Stopped(format!("statement query failed: {e}")))?
+            .map_err(|e| EngineError::Stopped(format!("a storage read failed: {e}")))?
             .map_err(EngineError::from)
+    }
+
+    /// Every statement issued to the partner, by period (durable ones only).
+    pub async fn statements(&self, partner: &str) -> Result<Vec<Statement>, EngineError> {
+        let partner = partner.to_string();
+        self.read(move |store| store.statements(&partner)).await
+    }
+
+    /// Up to `limit` entries of the exception queue after log sequence `after`, oldest first.
+    pub async fn exceptions(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ExceptionRecord>, EngineError> {
+        self.read(move |store| store.exceptions(after, limit)).await
+    }
+
+    /// The first durable occurrence of a transaction id: its content (with the stamped
+    /// `received_at`) and its outcome.
+    pub async fn lookup(&self, id: &str) -> Result<Option<(TxInput, Outcome)>, EngineError> {
+        let id = id.to_string();
+        self.read(move |store| Ok(store.lookup_tx(&id)?.map(|(_, tx, outcome)| (tx, outcome)))).await
     }
 
     /// Closes every period due now (as the scheduler does every second); durable when it returns.
@@ -388,6 +467,28 @@ impl EngineHandle {
     /// Transactions admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            groups: self.shared.committed_groups.load(Ordering::Relaxed),
+            transactions: self.shared.committed_txs.load(Ordering::Relaxed),
+            in_flight: self.in_flight(),
+        }
+    }
+
+    /// Resolves when the engine stops (a failed durable write, a failed actor, a shutdown), with
+    /// the reason: the node should exit with it rather than keep serving.
+    pub async fn stopped(&self) -> String {
+        loop {
+            // Created before the check: `notify_waiters` wakes futures created before it.
+            let notified = self.shared.stop_notify.notified();
+            if let Some(reason) = self.shared.stopped() {
+                return reason.to_string();
+            }
+            notified.await;
+        }
     }
 
     /// Why the engine stopped, if it did.
@@ -402,11 +503,23 @@ impl EngineHandle {
         Ok(())
     }
 
+    /// Test hook: holds every commit (so nothing is answered) until [`Self::resume_commits`].
+    #[doc(hidden)]
+    pub fn pause_commits(&self) {
+        self.shared.set_commits_paused(true);
+    }
+
+    #[doc(hidden)]
+    pub fn resume_commits(&self) {
+        self.shared.set_commits_paused(false);
+    }
+
     /// Finishes what was submitted before, stops the actors, closes the store. Other clones of
     /// the handle get `Stopped` afterwards.
     pub async fn shutdown(self) -> Result<(), EngineError> {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(tasks) = tasks else { return Ok(()) };
+        self.shared.set_commits_paused(false);
         let _ = self.commands.send(Command::Shutdown);
         if let Some(scheduler) = tasks.scheduler {
             scheduler.abort();
@@ -415,7 +528,9 @@ impl EngineHandle {
         let committer = tasks.committer;
         let joined = tokio::task::spawn_blocking(move || committer.join()).await;
         let earlier = self.shared.stopped().map(str::to_string);
-        self.shared.stop("the engine was shut down".into());
+        // A clean stop: later calls on other clones of the handle get `Stopped`.
+        let _ = self.shared.stopped.set("the engine was shut down".into());
+        self.shared.stop_notify.notify_waiters();
         self.shared.store.lock().unwrap_or_else(|e| e.into_inner()).take();
         if sequencer.is_err() || !matches!(joined, Ok(Ok(()))) {
             return Err(EngineError::Stopped("an engine task failed during shutdown".into()));

@@ -18,7 +18,31 @@ pub(crate) struct Recovered {
     pub(crate) last_stamp: Instant,
 }
 
-pub(crate) fn recover(store: &Store, fx_max_age: Span, hash_seed: u64) -> Result<Recovered, EngineError> {
+/// Replays the log, then makes sure the log states `fx_max_age` (the configured one) before
+/// anything new is sequenced.
+pub(crate) fn recover_and_pin(
+    store: &Store,
+    fx_max_age: Span,
+    hash_seed: u64,
+) -> Result<Recovered, EngineError> {
+    let (mut recovered, logged) = recover(store, fx_max_age, hash_seed)?;
+    if logged != Some(fx_max_age) {
+        let mut batch = store.batch()?;
+        batch.append_fx_max_age(recovered.next_seq, fx_max_age);
+        store.commit(batch)?;
+        recovered.next_seq += 1;
+    }
+    Ok(recovered)
+}
+
+/// Replays the log; also returns the last logged `fx_max_age`. Before any is logged (never
+/// the case for a log this build wrote) `default_fx_max_age` applies.
+fn recover(
+    store: &Store,
+    default_fx_max_age: Span,
+    hash_seed: u64,
+) -> Result<(Recovered, Option<Span>), EngineError> {
+    let mut logged_fx_max_age = None;
     let mut router = Router::new(hash_seed);
     let mut cells: Vec<AccountCell> = Vec::new();
     let mut fx = FxTable::new();
@@ -49,6 +73,7 @@ pub(crate) fn recover(store: &Store, fx_max_age: Span, hash_seed: u64) -> Result
                     fx.insert(rate);
                 }
             }
+            LogEntry::FxMaxAge(span) => logged_fx_max_age = Some(span),
             LogEntry::Tick(at) => {
                 last_stamp = last_stamp.max(at);
                 for cell in &mut cells {
@@ -63,7 +88,14 @@ pub(crate) fn recover(store: &Store, fx_max_age: Span, hash_seed: u64) -> Result
                         let cell = cells
                             .get_mut(account as usize)
                             .ok_or_else(|| fail("routed to a missing account".into()))?;
-                        cell.apply(seq, tx, &fx, fx_max_age, None, &mut scratch)
+                        cell.apply(
+                            seq,
+                            tx,
+                            &fx,
+                            logged_fx_max_age.unwrap_or(default_fx_max_age),
+                            None,
+                            &mut scratch,
+                        )
                     }
                     Routed::Answered(result) => result,
                 };
@@ -78,5 +110,5 @@ pub(crate) fn recover(store: &Store, fx_max_age: Span, hash_seed: u64) -> Result
             }
         }
     }
-    Ok(Recovered { router, cells, fx, next_seq, last_stamp })
+    Ok((Recovered { router, cells, fx, next_seq, last_stamp }, logged_fx_max_age))
 }

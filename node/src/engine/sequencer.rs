@@ -279,7 +279,8 @@ fn count_txs(command: &Command) -> usize {
 fn answer_stopped(command: Command, reason: &str) {
     let error = || EngineError::Stopped(reason.to_string());
     match command {
-        Command::Submit { reply, .. } => {
+        Command::Submit { reply, permit, .. } => {
+            drop(permit);
             let _ = reply.send(Err(error()));
         }
         Command::Rates { reply, .. }
