@@ -41,6 +41,8 @@ fn free_port() -> SocketAddr {
 struct Running {
     child: Child,
     cert: std::path::PathBuf,
+    /// Receives once when the node prints `{"event":"stopped"}`.
+    stopped: std::sync::mpsc::Receiver<()>,
 }
 
 fn start_node(data: &Path, key_file: &Path, addr: SocketAddr) -> Running {
@@ -58,20 +60,20 @@ fn start_node(data: &Path, key_file: &Path, addr: SocketAddr) -> Running {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (stopped_tx, stopped) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.contains("\"ready\"") {
                 let _ = tx.send(line);
-                break;
+            } else if line.contains("\"stopped\"") {
+                let _ = stopped_tx.send(());
             }
         }
-        for _ in lines {}
     });
     let line = rx.recv_timeout(Duration::from_secs(60)).expect("the node did not become ready");
     let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(ready["quic"].as_str().unwrap(), addr.to_string());
-    Running { child, cert: ready["cert"].as_str().unwrap().into() }
+    Running { child, cert: ready["cert"].as_str().unwrap().into(), stopped }
 }
 
 #[derive(Default)]
@@ -275,6 +277,10 @@ async fn acked_transactions_survive_sigkill_exactly_once() {
     }
     eprintln!("{} acked transactions survived {KILLS} SIGKILLs exactly once", acked.len());
     verify.close().await;
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
+    // And a graceful stop: SIGTERM, a clean exit, the `stopped` line.
+    let status = Command::new("kill").arg("-TERM").arg(node.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = node.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(node.stopped.recv_timeout(Duration::from_secs(20)).is_ok(), "no stopped line");
 }

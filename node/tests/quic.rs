@@ -115,7 +115,36 @@ async fn authentication_is_required() {
     let e = error_of(probe.request_once(&req).await.unwrap());
     assert_eq!(e.error_code(), ErrorCode::Rejected, "{}", e.message); // unknown partner, but authenticated
 
+    // A large frame before authentication is refused without being read.
+    let fresh = client(&node, "").await.unwrap();
+    let big: Vec<_> = (0..200).map(|i| sale(&format!("u{i}"), "1.00", "EUR")).collect();
+    let req = Request::new(request::Body::SubmitBatch(wire::SubmitBatch { transactions: big }));
+    let e = error_of(fresh.request_once(&req).await.unwrap());
+    assert_eq!(e.error_code(), ErrorCode::Unauthenticated);
+
     assert!(client(&node, KEY).await.is_ok());
+    node.ingress.shutdown().await;
+}
+
+#[tokio::test]
+async fn contract_versions_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(common::backend(dir.path()).await, MAX_IN_FLIGHT_REQUESTS, dir).await;
+    let c = client(&node, KEY).await.unwrap();
+    setup(&c).await;
+    let from = settle_node::demo::instant_now().saturating_add(settle_core::Span::from_hours(1)).to_rfc3339();
+    let version = format!(
+        r#"{{"effective_from":"{from}","shares":[{{"party":"partner","percent":"90"}},{{"party":"platform","percent":"10"}}]}}"#
+    );
+    c.add_contract_version("acme", version.clone()).await.unwrap();
+    let err = c.add_contract_version("nobody", version).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Rejected));
+    let bad = r#"{"effective_from":"soon","shares":[]}"#;
+    let err = c.add_contract_version("acme", bad).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Malformed));
+    assert!(err.to_string().contains("version.effective_from"), "{err}");
+    let err = c.register_partner("{not json").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Malformed));
     node.ingress.shutdown().await;
 }
 

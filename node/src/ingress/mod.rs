@@ -36,6 +36,9 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the response has to be acknowledged by the client before the stream is abandoned.
 pub const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest frame read from a connection that has not authenticated yet (an Authenticate request
+/// is a few dozen bytes): unauthenticated peers cannot make the node buffer big frames.
+pub const MAX_UNAUTHENTICATED_FRAME_BYTES: usize = 4 * 1024;
 /// Failed Authenticate requests after which the connection is closed.
 pub const MAX_AUTH_FAILURES: u32 = 3;
 /// A connection idle for this long is closed (clients send keep-alives more often).
@@ -223,11 +226,16 @@ async fn connection_loop<B: Backend>(
 enum ReadFailure {
     /// The stream broke, timed out or ended early: nobody to answer.
     Gone,
+    /// A large frame on a connection that has not authenticated.
+    Unauthenticated,
     /// The frame is wrong: answer with this error.
     Wire(WireError),
 }
 
-async fn read_request(recv: &mut quinn::RecvStream) -> Result<wire::Request, ReadFailure> {
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    authenticated: bool,
+) -> Result<wire::Request, ReadFailure> {
     let mut header = [0u8; wire::FRAME_HEADER_BYTES];
     recv.read_exact(&mut header).await.map_err(|_| ReadFailure::Gone)?;
     let len = match wire::frame_body_len(header) {
@@ -238,6 +246,10 @@ async fn read_request(recv: &mut quinn::RecvStream) -> Result<wire::Request, Rea
             return Err(ReadFailure::Wire(e));
         }
     };
+    if !authenticated && len > MAX_UNAUTHENTICATED_FRAME_BYTES {
+        let _ = recv.stop(quinn::VarInt::from_u32(close_code::TOO_LARGE));
+        return Err(ReadFailure::Unauthenticated);
+    }
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(|_| ReadFailure::Gone)?;
     wire::decode_request(&body).map_err(ReadFailure::Wire)
@@ -250,21 +262,26 @@ async fn handle_stream<B: Backend>(
     shared: &Shared<B>,
     state: &ConnState,
 ) {
-    let response = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut recv)).await {
-        Err(_) | Ok(Err(ReadFailure::Gone)) => return,
-        Ok(Err(ReadFailure::Wire(e))) => Response::error(e.code(), e.to_string()),
-        Ok(Ok(request)) => match shared.permits.clone().try_acquire_owned() {
-            Err(_) => Response::error(ErrorCode::Overloaded, "too many requests in flight; retry later"),
-            Ok(permit) => {
-                let response = dispatch(request, connection, shared, state).await;
-                // Hold the permit until the answer is written, so a graceful shutdown that drains
-                // the permits also waits for the answers to be on the wire.
-                write_response(&mut send, &response).await;
-                drop(permit);
-                return;
+    let authenticated = state.authenticated.load(Ordering::Acquire);
+    let response =
+        match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut recv, authenticated)).await {
+            Err(_) | Ok(Err(ReadFailure::Gone)) => return,
+            Ok(Err(ReadFailure::Unauthenticated)) => {
+                Response::error(ErrorCode::Unauthenticated, "authenticate first (Authenticate request)")
             }
-        },
-    };
+            Ok(Err(ReadFailure::Wire(e))) => Response::error(e.code(), e.to_string()),
+            Ok(Ok(request)) => match shared.permits.clone().try_acquire_owned() {
+                Err(_) => Response::error(ErrorCode::Overloaded, "too many requests in flight; retry later"),
+                Ok(permit) => {
+                    let response = dispatch(request, connection, shared, state).await;
+                    // Hold the permit until the answer is written, so a graceful shutdown that drains
+                    // the permits also waits for the answers to be on the wire.
+                    write_response(&mut send, &response).await;
+                    drop(permit);
+                    return;
+                }
+            },
+        };
     write_response(&mut send, &response).await;
 }
 
