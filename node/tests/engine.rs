@@ -383,6 +383,12 @@ async fn throughput() {
                 .collect()
         })
         .collect();
+    // Latency of one lone transaction: one group, one fsync.
+    let lone = std::time::Instant::now();
+    for i in 0..100 {
+        engine.submit(vec![sale(&format!("lone{i}"), &ids[0], "1.00", "EUR", &occurred)]).await.unwrap();
+    }
+    eprintln!("a lone submission takes {:?} (one synced commit)", lone.elapsed() / 100);
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for batches in work {

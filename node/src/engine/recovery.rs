@@ -7,7 +7,7 @@ use super::router::{Routed, Router};
 use super::sequencer::check_partner;
 use super::EngineError;
 use settle_core::{FxTable, Instant, Span};
-use settle_storage::{LogEntry, Store};
+use settle_storage::{LogEntry, StorageError, Store};
 
 #[derive(Debug)]
 pub(crate) struct Recovered {
@@ -35,71 +35,71 @@ pub(crate) fn recover_and_pin(
     Ok(recovered)
 }
 
-/// Replays the log; also returns the last logged `fx_max_age`. Before any is logged (never
-/// the case for a log this build wrote) `default_fx_max_age` applies.
-fn recover(
-    store: &Store,
-    default_fx_max_age: Span,
+/// Log entries decoded per message from the reader thread to the replaying one.
+const RECOVERY_CHUNK: usize = 4096;
+/// Chunks the reader may run ahead.
+const RECOVERY_READ_AHEAD: usize = 4;
+
+/// The state being rebuilt.
+struct Replay {
     hash_seed: u64,
-) -> Result<(Recovered, Option<Span>), EngineError> {
-    let mut logged_fx_max_age = None;
-    let mut router = Router::new(hash_seed);
-    let mut cells: Vec<AccountCell> = Vec::new();
-    let mut fx = FxTable::new();
-    let mut next_seq = 0;
-    let mut last_stamp = Instant::MIN;
-    // Statements were stored with the entries that produced them; replay only re-derives state.
-    let mut scratch = Vec::new();
-    for item in store.log_from(0)? {
-        let (seq, entry) = item?;
+    default_fx_max_age: Span,
+    logged_fx_max_age: Option<Span>,
+    router: Router,
+    cells: Vec<AccountCell>,
+    fx: FxTable,
+    next_seq: u64,
+    last_stamp: Instant,
+    /// Statements were stored with the entries that produced them; replay only re-derives state.
+    scratch: Vec<settle_core::Statement>,
+}
+
+impl Replay {
+    fn entry(&mut self, seq: u64, entry: LogEntry) -> Result<(), EngineError> {
         let fail = |what: String| EngineError::Recovery(format!("log entry {seq}: {what}"));
-        next_seq = seq + 1;
+        self.next_seq = seq + 1;
         match entry {
             LogEntry::Partner(partner) => {
-                check_partner(&router, &partner).map_err(fail)?;
-                let cell = AccountCell::open(partner, cells.len(), hash_seed).map_err(fail)?;
-                router.add_partner(cell.account.id());
-                cells.push(cell);
+                check_partner(&self.router, &partner).map_err(fail)?;
+                let cell = AccountCell::open(partner, self.cells.len(), self.hash_seed).map_err(fail)?;
+                self.router.add_partner(cell.account.id());
+                self.cells.push(cell);
             }
             LogEntry::ContractVersion { partner, version } => {
-                let cell = router
-                    .partner_index(&partner)
-                    .and_then(|i| cells.get_mut(i as usize))
-                    .ok_or_else(|| fail(format!("contract version for unknown partner {partner:?}")))?;
+                let cell =
+                    self.router
+                        .partner_index(&partner)
+                        .and_then(|i| self.cells.get_mut(i as usize))
+                        .ok_or_else(|| fail(format!("contract version for unknown partner {partner:?}")))?;
                 cell.account.add_contract_version(version).map_err(|e| fail(e.to_string()))?;
             }
             LogEntry::Rates(rates) => {
                 for rate in rates {
-                    fx.insert(rate);
+                    self.fx.insert(rate);
                 }
             }
-            LogEntry::FxMaxAge(span) => logged_fx_max_age = Some(span),
+            LogEntry::FxMaxAge(span) => self.logged_fx_max_age = Some(span),
             LogEntry::Tick(at) => {
-                last_stamp = last_stamp.max(at);
-                for cell in &mut cells {
-                    cell.account.close_due(at, &mut scratch);
+                self.last_stamp = self.last_stamp.max(at);
+                for cell in &mut self.cells {
+                    cell.account.close_due(at, &mut self.scratch);
                 }
-                scratch.clear();
+                self.scratch.clear();
             }
             LogEntry::Tx { tx, outcome } => {
-                last_stamp = last_stamp.max(tx.received_at);
-                let result = match router.route(tx, &mut |_, _, _| {}) {
+                self.last_stamp = self.last_stamp.max(tx.received_at);
+                let fx_max_age = self.logged_fx_max_age.unwrap_or(self.default_fx_max_age);
+                let result = match self.router.route(tx, &mut |_, _, _| {}) {
                     Routed::Account(account, tx) => {
-                        let cell = cells
+                        let cell = self
+                            .cells
                             .get_mut(account as usize)
                             .ok_or_else(|| fail("routed to a missing account".into()))?;
-                        cell.apply(
-                            seq,
-                            tx,
-                            &fx,
-                            logged_fx_max_age.unwrap_or(default_fx_max_age),
-                            None,
-                            &mut scratch,
-                        )
+                        cell.apply(seq, tx, &self.fx, fx_max_age, None, &mut self.scratch)
                     }
                     Routed::Answered(result) => result,
                 };
-                scratch.clear();
+                self.scratch.clear();
                 if result.duplicate || result.outcome != outcome {
                     return Err(fail(format!(
                         "replay gives {:?}{}, the log says {outcome:?}",
@@ -109,6 +109,73 @@ fn recover(
                 }
             }
         }
+        Ok(())
     }
+}
+
+type Chunk = Result<Vec<(u64, LogEntry)>, StorageError>;
+
+/// Reads and decodes the log on its own thread, in chunks, while the caller replays.
+fn read_log(store: &Store, chunks: std::sync::mpsc::SyncSender<Chunk>) {
+    let entries = match store.log_from(0) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let _ = chunks.send(Err(e));
+            return;
+        }
+    };
+    let mut chunk = Vec::with_capacity(RECOVERY_CHUNK);
+    for item in entries {
+        match item {
+            Ok(entry) => {
+                chunk.push(entry);
+                if chunk.len() == RECOVERY_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(RECOVERY_CHUNK));
+                    if chunks.send(Ok(full)).is_err() {
+                        return; // the replay stopped
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = chunks.send(Err(e));
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.send(Ok(chunk));
+    }
+}
+
+/// Replays the log; also returns the last logged `fx_max_age`. Before any is logged (never
+/// the case for a log this build wrote) `default_fx_max_age` applies. Reading and decoding run
+/// on a second thread, ahead of the replay.
+fn recover(
+    store: &Store,
+    default_fx_max_age: Span,
+    hash_seed: u64,
+) -> Result<(Recovered, Option<Span>), EngineError> {
+    let mut replay = Replay {
+        hash_seed,
+        default_fx_max_age,
+        logged_fx_max_age: None,
+        router: Router::new(hash_seed),
+        cells: Vec::new(),
+        fx: FxTable::new(),
+        next_seq: 0,
+        last_stamp: Instant::MIN,
+        scratch: Vec::new(),
+    };
+    std::thread::scope(|scope| {
+        let (sender, chunks) = std::sync::mpsc::sync_channel(RECOVERY_READ_AHEAD);
+        scope.spawn(move || read_log(store, sender));
+        for chunk in chunks {
+            for (seq, entry) in chunk? {
+                replay.entry(seq, entry)?;
+            }
+        }
+        Ok::<(), EngineError>(())
+    })?;
+    let Replay { router, cells, fx, next_seq, last_stamp, logged_fx_max_age, .. } = replay;
     Ok((Recovered { router, cells, fx, next_seq, last_stamp }, logged_fx_max_age))
 }
