@@ -392,3 +392,45 @@ async fn exchange(
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| transport("request timed out"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(300),
+        };
+        for (attempt, full_ms) in [(1, 20), (2, 40), (3, 80), (4, 160), (5, 300), (9, 300), (40, 300)] {
+            for _ in 0..50 {
+                let wait = policy.backoff(attempt);
+                let full = Duration::from_millis(full_ms);
+                assert!(wait >= full / 2 && wait <= full, "attempt {attempt}: {wait:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn which_errors_are_retried() {
+        let server = |code: ErrorCode| ClientError::Server {
+            code,
+            message: String::new(),
+            retryable: code.is_retryable(),
+        };
+        assert!(server(ErrorCode::Overloaded).is_retryable());
+        assert!(server(ErrorCode::Internal).is_retryable());
+        assert!(!server(ErrorCode::Malformed).is_retryable());
+        assert!(!server(ErrorCode::Unauthenticated).is_retryable());
+        assert!(ClientError::Transport("reset".into()).is_retryable());
+        assert!(ClientError::Connect("refused".into()).is_retryable());
+        assert!(!ClientError::Tls("bad pem".into()).is_retryable());
+    }
+
+    #[test]
+    fn a_pem_without_certificates_is_refused() {
+        assert!(matches!(client_crypto(b"not a pem"), Err(ClientError::Tls(_))));
+    }
+}
