@@ -1,0 +1,115 @@
+//! Starting a fresh node as a separate process for a run without `--target`.
+
+use anyhow::{anyhow, bail, Context};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Time a fresh node has to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time a node has to stop after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A node process on a temporary data dir, removed when dropped.
+#[derive(Debug)]
+pub struct SpawnedNode {
+    child: Child,
+    pub addr: SocketAddr,
+    pub cert: PathBuf,
+    pub api_key: String,
+    /// Removed when the node is dropped, after the process is gone.
+    _dir: tempfile::TempDir,
+}
+
+/// `settle` next to this executable, or `$SETTLE_BIN`.
+pub fn settle_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SETTLE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let me = std::env::current_exe().context("cannot locate this executable")?;
+    let candidate = me.with_file_name("settle");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!("no `settle` binary next to {} (set SETTLE_BIN)", me.display())
+}
+
+impl SpawnedNode {
+    pub fn start() -> anyhow::Result<SpawnedNode> {
+        let bin = settle_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("settle-loadtest-")
+            .tempdir()
+            .context("cannot create a temp dir")?;
+        let api_key = format!("loadtest-{:016x}", rand::random::<u64>());
+        let key_file = dir.path().join("api-key");
+        std::fs::write(&key_file, &api_key).context("cannot write the API key file")?;
+        let mut child = Command::new(&bin)
+            .arg("node")
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--api-key-file")
+            .arg(&key_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout of the node"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if line.contains("\"ready\"") {
+                    let _ = tx.send(line);
+                    break;
+                }
+            }
+            // Keep draining so the node never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the node exited or did not become ready within {READY_TIMEOUT:?}");
+            }
+        };
+        let ready: serde_json::Value = serde_json::from_str(&line).context("bad ready line")?;
+        let addr = ready["quic"].as_str().ok_or_else(|| anyhow!("no quic in {line}"))?.parse()?;
+        let cert = PathBuf::from(ready["cert"].as_str().ok_or_else(|| anyhow!("no cert in {line}"))?);
+        Ok(SpawnedNode { child, addr, cert, api_key, _dir: dir })
+    }
+
+    /// SIGTERM, wait for a graceful stop, then SIGKILL if needed; the data dir goes with `self`.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        loop {
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SpawnedNode {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

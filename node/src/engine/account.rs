@@ -1,0 +1,240 @@
+//! One partner's account as the engine holds it: the core `PartnerAccount` with its idempotency
+//! index, and the ractor actor that owns it. The same `AccountCell::apply` runs live (in the
+//! actor) and in recovery, so both give the same answers.
+
+use super::ids::RecordIndex;
+use super::Balance;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use settle_core::ledger::IdCheck;
+use settle_core::tx::TxResult;
+use settle_core::{
+    ContractVersion, ExceptionReason, FxTable, Instant, Outcome, Partner, PartnerAccount, Span, Statement,
+    TxInput,
+};
+use settle_storage::{AccountSummary, TxLog};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A partner account and the ids of its transactions.
+#[derive(Debug)]
+pub(crate) struct AccountCell {
+    pub(crate) account: PartnerAccount,
+    pub(crate) ids: RecordIndex,
+    /// Encoding buffer for recovery, reused.
+    scratch: Vec<u8>,
+}
+
+/// Hash seed of the `index`-th account (seeds never reach an output; distinct ones keep
+/// accounts' hash maps independent).
+fn account_seed(hash_seed: u64, index: usize) -> u64 {
+    hash_seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+impl AccountCell {
+    pub(crate) fn open(partner: Partner, index: usize, hash_seed: u64) -> Result<AccountCell, String> {
+        let seed = account_seed(hash_seed, index);
+        let account = PartnerAccount::open(partner, seed).map_err(|e| e.to_string())?;
+        Ok(AccountCell { account, ids: RecordIndex::new(seed ^ 0x1d5), scratch: Vec::new() })
+    }
+
+    /// The per-transaction sequence of `settle_core::Ledger::apply` for a transaction already
+    /// routed to this partner: idempotency, close due periods at `received_at`, apply, record.
+    /// Logs (into `log`, when given) every transaction that is not a plain repeat.
+    pub(crate) fn apply(
+        &mut self,
+        seq: u64,
+        tx: TxInput,
+        fx: &FxTable,
+        fx_max_age: Span,
+        log: Option<&mut TxLog>,
+        statements: &mut Vec<Statement>,
+    ) -> TxResult {
+        match self.ids.check(&tx) {
+            IdCheck::New => {
+                self.account.close_due(tx.received_at, statements);
+                let outcome = self.account.apply(&tx, fx, fx_max_age);
+                match log {
+                    Some(log) => {
+                        log.push(seq, &tx, &outcome, true);
+                        let record = log.last_record().unwrap_or_default();
+                        self.ids.record(&tx.id, record);
+                    }
+                    None => self.ids.record_tx(&tx, &outcome, &mut self.scratch),
+                }
+                TxResult { outcome, duplicate: false }
+            }
+            IdCheck::Repeat(outcome) => TxResult { outcome, duplicate: true },
+            IdCheck::Conflict => {
+                let outcome = Outcome::Exception(ExceptionReason::DuplicateConflict);
+                if let Some(log) = log {
+                    log.push(seq, &tx, &outcome, false);
+                }
+                TxResult { outcome, duplicate: false }
+            }
+        }
+    }
+
+    pub(crate) fn summary(&self) -> AccountSummary {
+        AccountSummary {
+            currency: self.account.currency(),
+            payable: self.account.payable(),
+            open_period: self.account.next_to_close(),
+            statements_issued: self.account.statements_issued(),
+        }
+    }
+
+    pub(crate) fn balance(&self) -> Balance {
+        Balance {
+            partner: self.account.id().to_string(),
+            currency: self.account.currency(),
+            payable: self.account.payable(),
+            open_period: self.account.next_to_close(),
+            preview: self.account.preview(),
+        }
+    }
+}
+
+/// Where a transaction's result goes: submission `sub` of the group, position `pos` in it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResultSlot {
+    pub(crate) sub: u32,
+    pub(crate) pos: u32,
+}
+
+/// One item of work for an account, in log order.
+#[derive(Debug)]
+pub(crate) enum Work {
+    Tx {
+        seq: u64,
+        slot: ResultSlot,
+        tx: TxInput,
+    },
+    /// Add a contract version; `reply` indexes the group's control replies.
+    AddVersion {
+        seq: u64,
+        version: ContractVersion,
+        reply: u32,
+    },
+    /// Report the balance; `reply` indexes the group's balance replies.
+    Balance {
+        reply: u32,
+    },
+    /// Close every period due at `at` (a logged tick).
+    Close {
+        at: Instant,
+    },
+}
+
+/// What an account did with one message.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub(crate) partner: u32,
+    pub(crate) partner_id: String,
+    pub(crate) results: Vec<(ResultSlot, TxResult)>,
+    pub(crate) log: TxLog,
+    pub(crate) statements: Vec<Statement>,
+    /// Accepted contract versions: (seq, registration index, version).
+    pub(crate) versions: Vec<(u64, u32, ContractVersion)>,
+    pub(crate) control: Vec<(u32, Result<(), String>)>,
+    pub(crate) balances: Vec<(u32, Balance)>,
+    pub(crate) summary: AccountSummary,
+    pub(crate) next_close_due: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) enum AccountMsg {
+    /// A group's work for this account, with the FX snapshot in force for it.
+    Apply { fx: Arc<FxTable>, work: Vec<Work>, reply: oneshot::Sender<Done> },
+}
+
+/// The actor owning one partner account. Business rejections are values in `Done`; the handler
+/// never returns `Err` (which would kill the actor).
+#[derive(Debug)]
+pub(crate) struct PartnerActor;
+
+#[derive(Debug)]
+pub(crate) struct ActorState {
+    pub(crate) index: u32,
+    pub(crate) cell: AccountCell,
+    pub(crate) fx_max_age: Span,
+}
+
+impl ActorState {
+    pub(crate) fn run(&mut self, fx: &FxTable, work: Vec<Work>) -> Done {
+        let txs = work.iter().filter(|w| matches!(w, Work::Tx { .. })).count();
+        let mut done = Done {
+            partner: self.index,
+            partner_id: self.cell.account.id().to_string(),
+            results: Vec::with_capacity(txs),
+            log: TxLog::with_capacity(txs),
+            statements: Vec::new(),
+            versions: Vec::new(),
+            control: Vec::new(),
+            balances: Vec::new(),
+            summary: self.cell.summary(),
+            next_close_due: Instant::MAX,
+        };
+        for item in work {
+            match item {
+                Work::Tx { seq, slot, tx } => {
+                    let result = self.cell.apply(
+                        seq,
+                        tx,
+                        fx,
+                        self.fx_max_age,
+                        Some(&mut done.log),
+                        &mut done.statements,
+                    );
+                    done.results.push((slot, result));
+                }
+                Work::AddVersion { seq, version, reply } => {
+                    let index = self.cell.account.contract().versions().len();
+                    let kept = version.clone();
+                    match self.cell.account.add_contract_version(version) {
+                        Ok(()) => {
+                            let index = u32::try_from(index).unwrap_or(u32::MAX);
+                            done.versions.push((seq, index, kept));
+                            done.control.push((reply, Ok(())));
+                        }
+                        Err(e) => done.control.push((reply, Err(e.to_string()))),
+                    }
+                }
+                Work::Balance { reply } => done.balances.push((reply, self.cell.balance())),
+                Work::Close { at } => self.cell.account.close_due(at, &mut done.statements),
+            }
+        }
+        done.summary = self.cell.summary();
+        done.next_close_due = self.cell.account.next_close_due();
+        done
+    }
+}
+
+impl Actor for PartnerActor {
+    type Msg = AccountMsg;
+    type State = ActorState;
+    type Arguments = ActorState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AccountMsg>,
+        args: ActorState,
+    ) -> Result<ActorState, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AccountMsg>,
+        message: AccountMsg,
+        state: &mut ActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AccountMsg::Apply { fx, work, reply } => {
+                let done = state.run(&fx, work);
+                // The sequencer gone means the engine is stopping; nothing to answer.
+                let _ = reply.send(done);
+            }
+        }
+        Ok(())
+    }
+}

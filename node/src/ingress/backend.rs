@@ -1,0 +1,100 @@
+//! What the ingress needs from the engine, as a trait, so that the network edge depends on a
+//! narrow surface (and the engine on nothing of the network). `EngineHandle` implements it.
+
+use settle_core::cycle::Period;
+use settle_core::tx::TxResult;
+use settle_core::{ContractVersion, Currency, FxRate, Minor, Partner, Statement, TxInput};
+use std::future::Future;
+
+/// A partner's balance as the ingress reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalanceView {
+    pub partner: String,
+    pub currency: Currency,
+    pub payable: Minor,
+    pub open_period: Period,
+    pub preview: Statement,
+}
+
+/// Why the engine could not do what was asked. Business exceptions are not errors: they are
+/// outcomes inside `TxResult`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// At capacity; nothing was done. Retryable.
+    #[error("overloaded")]
+    Overloaded,
+    /// Shutting down or stopped; the outcome of the request is unknown. Retryable elsewhere/later.
+    #[error("stopped: {0}")]
+    Stopped(String),
+    /// Understood and refused (e.g. a partner registered twice).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Storage or another internal failure; the outcome is unknown.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The engine operations the ingress calls. Every method is async and cancellation-safe from the
+/// ingress's point of view: `submit` resolves `Ok` only once the batch is durably committed.
+pub trait Backend: Clone + Send + Sync + 'static {
+    fn submit(&self, txs: Vec<TxInput>) -> impl Future<Output = Result<Vec<TxResult>, BackendError>> + Send;
+    fn publish_rates(&self, rates: Vec<FxRate>) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn balance(
+        &self,
+        partner: &str,
+    ) -> impl Future<Output = Result<Option<BalanceView>, BackendError>> + Send;
+    fn register_partner(&self, partner: Partner) -> impl Future<Output = Result<(), BackendError>> + Send;
+    fn add_contract_version(
+        &self,
+        partner: &str,
+        version: ContractVersion,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+}
+
+impl From<crate::engine::EngineError> for BackendError {
+    fn from(e: crate::engine::EngineError) -> BackendError {
+        use crate::engine::EngineError;
+        match e {
+            EngineError::Overloaded => BackendError::Overloaded,
+            EngineError::Stopped(m) => BackendError::Stopped(m),
+            EngineError::Rejected(m) => BackendError::Rejected(m),
+            other @ (EngineError::Storage(_) | EngineError::Recovery(_)) => {
+                BackendError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+/// The live engine behind the ingress.
+impl Backend for crate::engine::EngineHandle {
+    async fn submit(&self, txs: Vec<TxInput>) -> Result<Vec<TxResult>, BackendError> {
+        Ok(crate::engine::EngineHandle::submit(self, txs).await?)
+    }
+
+    async fn publish_rates(&self, rates: Vec<FxRate>) -> Result<(), BackendError> {
+        Ok(crate::engine::EngineHandle::publish_rates(self, rates).await?)
+    }
+
+    async fn balance(&self, partner: &str) -> Result<Option<BalanceView>, BackendError> {
+        let balance = crate::engine::EngineHandle::balance(self, partner).await?;
+        Ok(balance.map(|b| BalanceView {
+            partner: b.partner,
+            currency: b.currency,
+            payable: b.payable,
+            open_period: b.open_period,
+            preview: b.preview,
+        }))
+    }
+
+    async fn register_partner(&self, partner: Partner) -> Result<(), BackendError> {
+        Ok(crate::engine::EngineHandle::register_partner(self, partner).await?)
+    }
+
+    async fn add_contract_version(
+        &self,
+        partner: &str,
+        version: ContractVersion,
+    ) -> Result<(), BackendError> {
+        Ok(crate::engine::EngineHandle::add_contract_version(self, partner, version).await?)
+    }
+}

@@ -1,0 +1,154 @@
+//! Every RocksDB key Settle writes is built here, and nowhere else.
+//!
+//! Keys are big-endian so that RocksDB's byte order is the numeric order: the log iterates in
+//! sequence order, statements in period order. Signed numbers (instants) have their sign bit
+//! flipped so that negative values sort before positive ones. Variable-length parts (partner ids)
+//! carry a length prefix, so that one partner's keys are never a prefix of another's.
+
+use settle_core::{Currency, Instant};
+
+/// Column families, by name. The names are part of the storage format.
+pub const CF_META: &str = "meta";
+pub const CF_PARTNERS: &str = "partners";
+pub const CF_FX: &str = "fx";
+pub const CF_LOG: &str = "log";
+pub const CF_TXIDS: &str = "txids";
+pub const CF_EXCEPTIONS: &str = "exceptions";
+pub const CF_STATEMENTS: &str = "statements";
+pub const CF_ACCOUNTS: &str = "accounts";
+
+pub const ALL_CFS: [&str; 8] =
+    [CF_META, CF_PARTNERS, CF_FX, CF_LOG, CF_TXIDS, CF_EXCEPTIONS, CF_STATEMENTS, CF_ACCOUNTS];
+
+/// `meta` key of the storage format version.
+pub const META_FORMAT_VERSION: &[u8] = b"format_version";
+
+/// Longest partner id a key can hold (the length prefix is a `u16`).
+pub const MAX_PARTNER_ID_BYTES: usize = u16::MAX as usize;
+
+/// Tag inside the `partners` family: the registration record of a partner.
+const PARTNER_TAG_REGISTRATION: u8 = 0;
+/// Tag inside the `partners` family: one contract version added after registration.
+const PARTNER_TAG_VERSION: u8 = 1;
+
+/// `log` and `exceptions` key: the sequence number.
+pub fn seq(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// Inverse of [`seq`]; `None` for a key of another length.
+pub fn parse_seq(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// An instant as 16 bytes that sort like the instant.
+pub fn instant(t: Instant) -> [u8; 16] {
+    ((t.0 as u128) ^ (1u128 << 127)).to_be_bytes()
+}
+
+pub fn parse_instant(bytes: &[u8]) -> Option<Instant> {
+    let raw: [u8; 16] = bytes.try_into().ok()?;
+    Some(Instant((u128::from_be_bytes(raw) ^ (1u128 << 127)) as i128))
+}
+
+/// The length-prefixed partner id that starts every per-partner key.
+pub fn partner_prefix(partner: &str) -> Vec<u8> {
+    let bytes = partner.as_bytes();
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    let mut key = Vec::with_capacity(2 + bytes.len() + 21);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(&bytes[..usize::from(len)]);
+    key
+}
+
+/// `partners` key of a partner's registration record.
+pub fn partner(partner: &str) -> Vec<u8> {
+    let mut key = partner_prefix(partner);
+    key.push(PARTNER_TAG_REGISTRATION);
+    key
+}
+
+/// `partners` key of a contract version added later (`index` counts from the registration's
+/// versions on), so that the partner's versions iterate in registration order.
+pub fn contract_version(partner: &str, index: u32) -> Vec<u8> {
+    let mut key = partner_prefix(partner);
+    key.push(PARTNER_TAG_VERSION);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Whether a `partners` key is a registration record (else a later contract version).
+pub fn is_partner_registration(key: &[u8]) -> bool {
+    let Some(len) = key.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        return false;
+    };
+    key.len() == 2 + len + 1 && key.get(2 + len) == Some(&PARTNER_TAG_REGISTRATION)
+}
+
+/// `statements` key: partner, then period start.
+pub fn statement(partner: &str, period_start: Instant) -> Vec<u8> {
+    let mut key = partner_prefix(partner);
+    key.extend_from_slice(&instant(period_start));
+    key
+}
+
+/// `accounts` key: the partner id as it is (one record per partner).
+pub fn account(partner: &str) -> &[u8] {
+    partner.as_bytes()
+}
+
+/// `txids` key: the idempotency key as it is (1..=64 bytes).
+pub fn txid(id: &str) -> &[u8] {
+    id.as_bytes()
+}
+
+/// `fx` key: pair, instant, then the log sequence of the publication (keeps publication order
+/// for equal instants).
+pub fn fx_rate(base: Currency, quote: Currency, at: Instant, seq: u64, index: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(6 + 16 + 8 + 4);
+    key.extend_from_slice(base.code().as_bytes());
+    key.extend_from_slice(quote.code().as_bytes());
+    key.extend_from_slice(&instant(at));
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_keys_sort_numerically() {
+        let values = [0u64, 1, 255, 256, 65_535, 1 << 40, u64::MAX];
+        for pair in values.windows(2) {
+            assert!(seq(pair[0]) < seq(pair[1]));
+            assert_eq!(parse_seq(&seq(pair[0])), Some(pair[0]));
+        }
+        assert_eq!(parse_seq(b"short"), None);
+    }
+
+    #[test]
+    fn instant_keys_sort_like_instants() {
+        let values = [i128::MIN, -1_000_000_000, -1, 0, 1, 1_767_225_600_000_000_000, i128::MAX];
+        for pair in values.windows(2) {
+            assert!(instant(Instant(pair[0])) < instant(Instant(pair[1])), "{pair:?}");
+        }
+        for v in values {
+            assert_eq!(parse_instant(&instant(Instant(v))), Some(Instant(v)));
+        }
+    }
+
+    #[test]
+    fn one_partner_keys_never_prefix_another() {
+        // Without the length prefix "ab" + start would collide with "abc"'s range.
+        let a = statement("ab", Instant(0));
+        let prefix_abc = partner_prefix("abc");
+        assert!(!a.starts_with(&prefix_abc));
+        assert!(!prefix_abc.starts_with(&partner_prefix("ab")));
+        assert!(statement("ab", Instant(-5)) < statement("ab", Instant(5)));
+        assert!(partner("p") < contract_version("p", 0));
+        assert!(contract_version("p", 1) < contract_version("p", 256));
+    }
+}

@@ -1,0 +1,500 @@
+//! The RocksDB store: opening with the format check, the single durable commit, and readers for
+//! recovery and queries.
+
+use crate::codec::{self, AccountSummary, ExceptionRecord, LogEntry};
+use crate::keys::{self, ALL_CFS};
+use crate::StorageError;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBRawIterator, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
+use settle_core::{
+    ContractVersion, ExceptionReason, FxRate, Instant, Outcome, Partner, Span, Statement, TxInput,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The storage format this build writes and reads. Bump it with any change to keys or values.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The database. `Send + Sync`: queries may run beside the committer.
+pub struct Store {
+    db: DB,
+    /// Test hook: when set, [`Store::commit`] fails as a failed write would.
+    fail_commits: AtomicBool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.db.path()).finish()
+    }
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn corrupt(cf: &'static str, key: &[u8], source: codec::CodecError) -> StorageError {
+    StorageError::Corrupt { cf, key: hex(key), source }
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. Refuses a database of another format version.
+    pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        // RocksDB creates only the last level of a missing path.
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Group commit makes few, large writes; a bigger write buffer keeps flushes rare.
+        opts.set_write_buffer_size(64 << 20);
+        opts.increase_parallelism(2);
+        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let store = Store { db, fail_commits: AtomicBool::new(false) };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    fn check_format(&self) -> Result<(), StorageError> {
+        let meta = self.cf(keys::CF_META)?;
+        match self.db.get_cf(meta, keys::META_FORMAT_VERSION)? {
+            Some(bytes) => {
+                let raw: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
+                    corrupt(
+                        keys::CF_META,
+                        keys::META_FORMAT_VERSION,
+                        codec::CodecError { what: "format version", detail: "not 4 bytes".into() },
+                    )
+                })?;
+                let found = u32::from_be_bytes(raw);
+                if found != FORMAT_VERSION {
+                    return Err(StorageError::UnsupportedFormat { found });
+                }
+                Ok(())
+            }
+            None => {
+                let log = self.cf(keys::CF_LOG)?;
+                if self.db.iterator_cf(log, IteratorMode::Start).next().is_some() {
+                    return Err(StorageError::MissingFormatVersion);
+                }
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, keys::META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes());
+                self.write_synced(batch)
+            }
+        }
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
+        self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let mut options = WriteOptions::default();
+        // The acknowledgement contract: the WAL is fsync'd before this returns.
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// A new, empty batch bound to this store's column families.
+    pub fn batch(&self) -> Result<Batch<'_>, StorageError> {
+        Ok(Batch {
+            inner: WriteBatch::default(),
+            scratch: Vec::new(),
+            log: self.cf(keys::CF_LOG)?,
+            txids: self.cf(keys::CF_TXIDS)?,
+            exceptions: self.cf(keys::CF_EXCEPTIONS)?,
+            statements: self.cf(keys::CF_STATEMENTS)?,
+            accounts: self.cf(keys::CF_ACCOUNTS)?,
+            partners: self.cf(keys::CF_PARTNERS)?,
+            fx: self.cf(keys::CF_FX)?,
+        })
+    }
+
+    /// THE durable write: every write that leads to an acknowledgement goes through here. The
+    /// whole batch is written atomically and the WAL synced before it returns `Ok`. On `Err`
+    /// nothing of the batch may be acknowledged.
+    pub fn commit(&self, batch: Batch<'_>) -> Result<(), StorageError> {
+        if self.fail_commits.load(Ordering::SeqCst) {
+            return Err(StorageError::CommitRefused("write failure injected by a test".into()));
+        }
+        if batch.inner.is_empty() {
+            return Ok(());
+        }
+        self.write_synced(batch.inner)
+    }
+
+    /// Writes the memtables to SST files, so that the next open need not replay the WAL
+    /// (a clean shutdown's courtesy; durability never depends on it).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        for name in ALL_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+
+    /// Test hook: makes every later commit fail, as a full disk or an I/O error would.
+    #[doc(hidden)]
+    pub fn inject_commit_failures(&self, fail: bool) {
+        self.fail_commits.store(fail, Ordering::SeqCst);
+    }
+
+    /// The highest log sequence written, if any.
+    pub fn last_seq(&self) -> Result<Option<u64>, StorageError> {
+        let log = self.cf(keys::CF_LOG)?;
+        match self.db.iterator_cf(log, IteratorMode::End).next() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, _) = item?;
+                let seq = keys::parse_seq(&key).ok_or_else(|| {
+                    corrupt(
+                        keys::CF_LOG,
+                        &key,
+                        codec::CodecError { what: "log key", detail: "length".into() },
+                    )
+                })?;
+                Ok(Some(seq))
+            }
+        }
+    }
+
+    /// The log from `from` on, in sequence order (recovery).
+    pub fn log_from(&self, from: u64) -> Result<LogIter<'_>, StorageError> {
+        let log = self.cf(keys::CF_LOG)?;
+        let mut raw = self.db.raw_iterator_cf(log);
+        raw.seek(keys::seq(from));
+        Ok(LogIter { raw, done: false })
+    }
+
+    /// Every statement of a partner, by period start.
+    pub fn statements(&self, partner: &str) -> Result<Vec<Statement>, StorageError> {
+        let cf = self.cf(keys::CF_STATEMENTS)?;
+        let prefix = keys::partner_prefix(partner);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            out.push(codec::decode_statement(&value).map_err(|e| corrupt(keys::CF_STATEMENTS, &key, e))?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` entries of the exception queue after log sequence `after` (exclusive), in
+    /// the order they arose.
+    pub fn exceptions(&self, after: Option<u64>, limit: usize) -> Result<Vec<ExceptionRecord>, StorageError> {
+        let cf = self.cf(keys::CF_EXCEPTIONS)?;
+        let start = after.map_or(Some(0), |s| s.checked_add(1));
+        let Some(start) = start else { return Ok(Vec::new()) };
+        let start_key = keys::seq(start);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&start_key, Direction::Forward)).take(limit) {
+            let (key, value) = item?;
+            let seq = keys::parse_seq(&key).ok_or_else(|| {
+                corrupt(keys::CF_EXCEPTIONS, &key, codec::CodecError { what: "key", detail: "length".into() })
+            })?;
+            out.push(
+                codec::decode_exception(seq, &value).map_err(|e| corrupt(keys::CF_EXCEPTIONS, &key, e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The first occurrence of a transaction id: its log sequence, content and outcome.
+    pub fn lookup_tx(&self, id: &str) -> Result<Option<(u64, TxInput, Outcome)>, StorageError> {
+        let txids = self.cf(keys::CF_TXIDS)?;
+        let Some(seq_bytes) = self.db.get_pinned_cf(txids, keys::txid(id))? else {
+            return Ok(None);
+        };
+        let seq = keys::parse_seq(&seq_bytes).ok_or_else(|| {
+            corrupt(keys::CF_TXIDS, id.as_bytes(), codec::CodecError { what: "seq", detail: "length".into() })
+        })?;
+        let log = self.cf(keys::CF_LOG)?;
+        let key = keys::seq(seq);
+        let Some(value) = self.db.get_pinned_cf(log, key)? else {
+            return Err(corrupt(
+                keys::CF_TXIDS,
+                id.as_bytes(),
+                codec::CodecError { what: "txid", detail: format!("log entry {seq} is missing") },
+            ));
+        };
+        match codec::decode_log_entry(&value).map_err(|e| corrupt(keys::CF_LOG, &key, e))? {
+            LogEntry::Tx { tx, outcome } => Ok(Some((seq, tx, outcome))),
+            _ => Err(corrupt(
+                keys::CF_TXIDS,
+                id.as_bytes(),
+                codec::CodecError { what: "txid", detail: format!("log entry {seq} is not a transaction") },
+            )),
+        }
+    }
+
+    /// The stored summary of a partner's account.
+    pub fn account(&self, partner: &str) -> Result<Option<AccountSummary>, StorageError> {
+        let cf = self.cf(keys::CF_ACCOUNTS)?;
+        let key = keys::account(partner);
+        match self.db.get_pinned_cf(cf, key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(codec::decode_account(&v).map_err(|e| corrupt(keys::CF_ACCOUNTS, key, e))?)),
+        }
+    }
+
+    /// Every registered partner (by id, byte order), with every contract version.
+    pub fn partners(&self) -> Result<Vec<Partner>, StorageError> {
+        let cf = self.cf(keys::CF_PARTNERS)?;
+        let mut out: Vec<Partner> = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (key, value) = item?;
+            if keys::is_partner_registration(&key) {
+                out.push(codec::decode_partner(&value).map_err(|e| corrupt(keys::CF_PARTNERS, &key, e))?);
+                continue;
+            }
+            let (id, version) =
+                codec::decode_contract_version(&value).map_err(|e| corrupt(keys::CF_PARTNERS, &key, e))?;
+            match out.last_mut() {
+                Some(p) if p.id == id => {
+                    p.contract.push(version);
+                }
+                _ => {
+                    return Err(corrupt(
+                        keys::CF_PARTNERS,
+                        &key,
+                        codec::CodecError {
+                            what: "contract version",
+                            detail: "no registration before it".into(),
+                        },
+                    ))
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Every stored FX rate, by pair, instant and publication order.
+    pub fn rates(&self) -> Result<Vec<FxRate>, StorageError> {
+        let cf = self.cf(keys::CF_FX)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (key, value) = item?;
+            out.push(codec::decode_rate(&value).map_err(|e| corrupt(keys::CF_FX, &key, e))?);
+        }
+        Ok(out)
+    }
+}
+
+/// Iterates the log in sequence order, decoding each entry.
+pub struct LogIter<'a> {
+    raw: DBRawIterator<'a>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LogIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogIter").field("done", &self.done).finish()
+    }
+}
+
+impl Iterator for LogIter<'_> {
+    type Item = Result<(u64, LogEntry), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match (self.raw.key(), self.raw.value()) {
+            (Some(key), Some(value)) => match keys::parse_seq(key) {
+                None => Err(corrupt(
+                    keys::CF_LOG,
+                    key,
+                    codec::CodecError { what: "log key", detail: "length".into() },
+                )),
+                Some(seq) => codec::decode_log_entry(value)
+                    .map(|entry| (seq, entry))
+                    .map_err(|e| corrupt(keys::CF_LOG, key, e)),
+            },
+            _ => {
+                self.done = true;
+                return self.raw.status().err().map(|e| Err(e.into()));
+            }
+        };
+        if item.is_err() {
+            self.done = true;
+        } else {
+            self.raw.next();
+        }
+        Some(item)
+    }
+}
+
+/// The transactions of one group, encoded where they were applied (in the partner actors), so
+/// that the committer only copies bytes. One buffer for many records: no allocation per record.
+#[derive(Debug, Default)]
+pub struct TxLog {
+    bytes: Vec<u8>,
+    entries: Vec<TxLogEntry>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct TxLogEntry {
+    seq: u64,
+    start: usize,
+    end: usize,
+    /// The id is recorded for the first time: index it in `txids`.
+    first: bool,
+    exception: Option<ExceptionReason>,
+}
+
+impl TxLog {
+    pub fn new() -> TxLog {
+        TxLog::default()
+    }
+
+    pub fn with_capacity(records: usize) -> TxLog {
+        TxLog { bytes: Vec::with_capacity(records * 96), entries: Vec::with_capacity(records) }
+    }
+
+    /// Appends a transaction with its outcome. `first`: the id is new (not a repeat, not a
+    /// conflict), so the idempotency index points at this entry.
+    pub fn push(&mut self, seq: u64, tx: &TxInput, outcome: &Outcome, first: bool) {
+        let start = self.bytes.len();
+        codec::encode_tx(&mut self.bytes, tx, outcome);
+        let end = self.bytes.len();
+        self.entries.push(TxLogEntry { seq, start, end, first, exception: outcome.exception() });
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The encoded bytes of the last record pushed.
+    pub fn last_record(&self) -> Option<&[u8]> {
+        self.entries.last().and_then(|e| self.bytes.get(e.start..e.end))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A set of writes that become durable together through [`Store::commit`]. Methods name what
+/// is written; the keys and encodings are decided here and in [`keys`], not by callers.
+pub struct Batch<'a> {
+    inner: WriteBatch,
+    scratch: Vec<u8>,
+    log: &'a ColumnFamily,
+    txids: &'a ColumnFamily,
+    exceptions: &'a ColumnFamily,
+    statements: &'a ColumnFamily,
+    accounts: &'a ColumnFamily,
+    partners: &'a ColumnFamily,
+    fx: &'a ColumnFamily,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("writes", &self.inner.len()).finish()
+    }
+}
+
+impl Batch<'_> {
+    /// Number of key writes so far.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Log entries of encoded transactions, their idempotency index and exception queue entries.
+    pub fn append_txs(&mut self, txs: &TxLog) {
+        for e in &txs.entries {
+            let record = &txs.bytes[e.start..e.end];
+            let key = keys::seq(e.seq);
+            self.inner.put_cf(self.log, key, record);
+            let id = codec::tx_record_id(record).unwrap_or_default();
+            if e.first {
+                self.inner.put_cf(self.txids, id, key);
+            }
+            if let Some(reason) = e.exception {
+                self.scratch.clear();
+                codec::encode_exception(&mut self.scratch, reason, id);
+                self.inner.put_cf(self.exceptions, key, &self.scratch);
+            }
+        }
+    }
+
+    /// One transaction (used for the few the router answers itself).
+    pub fn append_tx(&mut self, seq: u64, tx: &TxInput, outcome: &Outcome, first: bool) {
+        let mut one = TxLog::with_capacity(1);
+        one.push(seq, tx, outcome, first);
+        self.append_txs(&one);
+    }
+
+    pub fn append_rates(&mut self, seq: u64, rates: &[FxRate]) {
+        self.scratch.clear();
+        codec::encode_rates_entry(&mut self.scratch, rates);
+        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        for (index, rate) in rates.iter().enumerate() {
+            self.scratch.clear();
+            codec::encode_rate(&mut self.scratch, rate);
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            self.inner.put_cf(
+                self.fx,
+                keys::fx_rate(rate.base, rate.quote, rate.at, seq, index),
+                &self.scratch,
+            );
+        }
+    }
+
+    pub fn append_partner(&mut self, seq: u64, partner: &Partner) {
+        self.scratch.clear();
+        codec::encode_partner_entry(&mut self.scratch, partner);
+        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        self.inner.put_cf(self.partners, keys::partner(&partner.id), &self.scratch[1..]);
+    }
+
+    /// `index`: the version's registration index within the partner's contract.
+    pub fn append_contract_version(
+        &mut self,
+        seq: u64,
+        partner: &str,
+        index: u32,
+        version: &ContractVersion,
+    ) {
+        self.scratch.clear();
+        codec::encode_contract_version_entry(&mut self.scratch, partner, version);
+        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        self.inner.put_cf(self.partners, keys::contract_version(partner, index), &self.scratch[1..]);
+    }
+
+    pub fn append_tick(&mut self, seq: u64, at: Instant) {
+        self.scratch.clear();
+        codec::encode_tick_entry(&mut self.scratch, at);
+        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+    }
+
+    pub fn append_fx_max_age(&mut self, seq: u64, span: Span) {
+        self.scratch.clear();
+        codec::encode_fx_max_age_entry(&mut self.scratch, span);
+        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+    }
+
+    pub fn put_statement(&mut self, statement: &Statement) {
+        self.scratch.clear();
+        codec::encode_statement(&mut self.scratch, statement);
+        self.inner.put_cf(
+            self.statements,
+            keys::statement(&statement.partner, statement.period.start),
+            &self.scratch,
+        );
+    }
+
+    pub fn put_account(&mut self, partner: &str, summary: &AccountSummary) {
+        self.scratch.clear();
+        codec::encode_account(&mut self.scratch, summary);
+        self.inner.put_cf(self.accounts, keys::account(partner), &self.scratch);
+    }
+}
