@@ -20,6 +20,12 @@ if ! have_libclang; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libclang-dev >/dev/null
 fi
 
+# The cross-language protocol test drives a node with an independent QUIC client (aioquic).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import aioquic" >/dev/null 2>&1; then
+  echo "setup: installing aioquic (independent QUIC client for the protocol interop test)" >&2
+  python3 -m pip install --quiet aioquic >/dev/null 2>&1 || echo "setup: could not install aioquic; the interop test will be skipped" >&2
+fi
+
 # One target directory for every clone on this machine, so builds stay warm (RocksDB takes ~9
 # minutes cold on two cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/settle/target}"

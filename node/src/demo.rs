@@ -17,6 +17,38 @@ pub const TRICKLE_INTERVAL: Duration = Duration::from_millis(500);
 pub const TRICKLE_MAX_BATCH: usize = 5;
 /// Acked sales remembered as candidates for refunds.
 const REFUNDABLE_WINDOW: usize = 256;
+/// How often `settle dev` reports what the demo traffic did.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the demo traffic has done so far, for the status line.
+#[derive(Debug, Default)]
+struct Tally {
+    applied: u64,
+    exceptions: std::collections::BTreeMap<String, u64>,
+    /// The last acknowledged balance seen, per partner.
+    balances: std::collections::BTreeMap<String, (String, String)>,
+}
+
+impl Tally {
+    fn line(&self) -> String {
+        let exceptions: u64 = self.exceptions.values().sum();
+        let reasons: Vec<String> = self.exceptions.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let mut line = format!("settle dev: {} applied, {exceptions} exceptions", self.applied);
+        if !reasons.is_empty() {
+            line.push_str(&format!(" ({})", reasons.join(", ")));
+        }
+        let shown: Vec<String> = self
+            .balances
+            .iter()
+            .take(3)
+            .map(|(p, (amount, currency))| format!("{p} {amount} {currency}"))
+            .collect();
+        if !shown.is_empty() {
+            line.push_str(&format!("; payable: {}", shown.join(", ")));
+        }
+        line
+    }
+}
 
 /// A partner the generator sends traffic for.
 #[derive(Clone, Debug)]
@@ -48,9 +80,16 @@ pub async fn trickle(client: Client, partners: Vec<DemoPartner>, seed: u64, mut 
     let run = format!("{:x}", instant_now().unix_seconds());
     let mut refundable: VecDeque<(String, String, String, String)> = VecDeque::new();
     let mut counter: u64 = 0;
+    let mut tally = Tally::default();
+    let mut status = tokio::time::interval(STATUS_INTERVAL);
+    status.tick().await; // the first tick is immediate
     loop {
         tokio::select! {
             _ = tokio::time::sleep(TRICKLE_INTERVAL) => {}
+            _ = status.tick() => {
+                eprintln!("{}", tally.line());
+                continue;
+            }
             _ = stop.changed() => return,
         }
         let n = rng.gen_range(1..=TRICKLE_MAX_BATCH);
@@ -106,6 +145,20 @@ pub async fn trickle(client: Client, partners: Vec<DemoPartner>, seed: u64, mut 
         match client.submit(batch).await {
             Ok(results) => {
                 for (tx, result) in sent.into_iter().zip(results) {
+                    match &result.outcome {
+                        Some(wire::tx_result::Outcome::Applied(a)) => {
+                            tally.applied += 1;
+                            if let Some(p) = &tx.partner {
+                                tally
+                                    .balances
+                                    .insert(p.clone(), (a.payable_after.clone(), a.currency.clone()));
+                            }
+                        }
+                        Some(wire::tx_result::Outcome::Exception(e)) => {
+                            *tally.exceptions.entry(e.reason.clone()).or_default() += 1;
+                        }
+                        None => {}
+                    }
                     let applied = matches!(result.outcome, Some(wire::tx_result::Outcome::Applied(_)));
                     if applied && tx.tx_kind() == wire::TxKind::Sale && !result.duplicate {
                         if let (Some(p), Some(a), Some(c)) = (tx.partner, tx.amount, tx.currency) {
