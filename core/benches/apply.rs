@@ -143,10 +143,8 @@ fn apply_throughput(c: &mut Criterion) {
             b.iter_batched(
                 || (base_ledger.clone(), base_inputs.clone(), Vec::with_capacity(16)),
                 |(mut ledger, txs, mut statements)| {
-                    for tx in txs {
-                        black_box(ledger.apply(tx, close_limit, &mut statements));
-                    }
-                    (ledger, statements)
+                    let results = ledger.apply_batch(txs, close_limit, &mut statements);
+                    (ledger, statements, black_box(results))
                 },
                 BatchSize::PerIteration,
             )
