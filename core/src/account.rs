@@ -457,6 +457,11 @@ impl PartnerAccount {
         (statement, tiered + minimum)
     }
 
+    /// Makes room for `additional` more sales without growing the sale table.
+    pub(crate) fn reserve_sales(&mut self, additional: usize) {
+        self.sales.reserve(additional);
+    }
+
     /// Reads, and changes nothing, the memory that applying `tx` to this account reads first: the
     /// account's own fields, the heap blocks behind them (balances, split plan, contract version
     /// and its fees, the open period's figures) and the sale table slot the transaction will look

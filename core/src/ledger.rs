@@ -132,6 +132,13 @@ impl IdIndex {
         std::hint::black_box(self.heads.get(&self.hash(id)).copied());
     }
 
+    /// Makes room for `additional` more ids, so that growing neither rehashes the map nor
+    /// reallocates the chunk list on the transaction path.
+    pub fn reserve(&mut self, additional: usize) {
+        self.heads.reserve(additional);
+        self.chunks.reserve(additional.div_ceil(ID_CHUNK));
+    }
+
     pub fn get(&self, id: &str) -> Option<(&TxInput, &Outcome)> {
         self.find(id).map(|e| (&e.content, &e.outcome))
     }
@@ -254,6 +261,16 @@ impl Ledger {
         };
         self.ids.record(tx, outcome.clone());
         TxResult { outcome, duplicate: false }
+    }
+
+    /// A capacity hint: makes room for `transactions` more ids in the idempotency index and for
+    /// `sales_per_account` more sales in every account, so that the maps do not grow (rehash and
+    /// move to new memory) while transactions are applied. Changes no observable state.
+    pub fn reserve(&mut self, transactions: usize, sales_per_account: usize) {
+        self.ids.reserve(transactions);
+        for account in &mut self.accounts {
+            account.reserve_sales(sales_per_account);
+        }
     }
 
     /// Applies `txs` in order, exactly as calling [`Ledger::apply`] on each would, and returns
