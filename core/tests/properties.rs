@@ -368,6 +368,39 @@ proptest! {
     }
 
     #[test]
+    fn apply_batch_equals_applying_one_by_one(seed in any::<u64>(), cut in 0usize..40) {
+        let scenario = parse(&random_scenario(seed));
+        let mut order = scenario.transactions.clone();
+        order.sort_by_key(|tx| tx.received_at);
+        // Repeats (same content, and so within one warm group too) exercise the id index.
+        let repeats: Vec<_> = order.iter().step_by(3).cloned().collect();
+        order.extend(repeats);
+        let mut single = settle_core::replay::ledger_for(&scenario).expect("ledger");
+        let mut batched = settle_core::replay::ledger_for(&scenario).expect("ledger");
+        // Capacity hints change nothing observable.
+        batched.reserve(order.len(), cut % 7);
+        let (mut single_statements, mut batched_statements) = (Vec::new(), Vec::new());
+        let single_results: Vec<_> = order
+            .iter()
+            .map(|tx| single.apply(tx.clone(), scenario.close_until, &mut single_statements))
+            .collect();
+        // Two batches, cut anywhere, give the same as one.
+        let cut = cut.min(order.len());
+        let mut batched_results = batched.apply_batch(order[..cut].to_vec(), scenario.close_until, &mut batched_statements);
+        batched_results.extend(batched.apply_batch(order[cut..].to_vec(), scenario.close_until, &mut batched_statements));
+        prop_assert_eq!(&single_results, &batched_results);
+        prop_assert_eq!(&single_statements, &batched_statements);
+        prop_assert_eq!(single.transaction_count(), batched.transaction_count());
+        for tx in &order {
+            prop_assert_eq!(single.lookup(tx.id.as_str()), batched.lookup(tx.id.as_str()));
+        }
+        for (a, b) in single.accounts_by_id().into_iter().zip(batched.accounts_by_id()) {
+            prop_assert_eq!(a.sub_ledgers(), b.sub_ledgers());
+            prop_assert_eq!(a.preview(), b.preview());
+        }
+    }
+
+    #[test]
     fn replaying_a_scenario_twice_gives_identical_bytes(seed in any::<u64>()) {
         let text = random_scenario(seed).to_string();
         let first = settle_core::replay::run(&settle_core::scenario::parse(&text).expect("parses")).expect("runs");
