@@ -87,24 +87,10 @@ impl ApiKeys {
     }
 
     fn save(&self, path: &Path) -> Result<(), IngressError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let err = |e: std::io::Error| IngressError::Auth(format!("{}: {e}", path.display()));
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
         let mut text = self.hashes.join("\n");
         text.push('\n');
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        super::private_file::write_private(path, text.as_bytes())
+            .map_err(|e| IngressError::Auth(format!("{}: {e}", path.display())))
     }
 
     /// Whether `key` matches one of the stored hashes. Slow by design: call it off the async

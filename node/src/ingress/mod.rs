@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod backend;
 pub mod convert;
+mod private_file;
 pub mod tls;
 
 pub use auth::ApiKeys;

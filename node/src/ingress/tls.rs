@@ -74,20 +74,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IngressError> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IngressError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| tls_err(format!("{}: {e}", tmp.display())))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| tls_err(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| tls_err(format!("{}: {e}", path.display())))
+    super::private_file::write_private(path, bytes).map_err(|e| tls_err(format!("{}: {e}", path.display())))
 }
 
 /// The rustls server configuration: ring provider chosen explicitly (never the process default),
