@@ -562,7 +562,7 @@ impl PartnerAccount {
                         FxError::Stale => E::FxStale,
                         FxError::Overflow => E::InvalidAmount,
                     })?;
-                rate = used;
+                rate = used.map(Box::new);
                 let version_index = self.contract.index_in_force(tx.occurred_at);
                 let percent_fee = self.sale_effect(&mut effect, version_index, amount_s)?;
                 sale_to_record = Some(SaleRecord {

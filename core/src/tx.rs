@@ -212,7 +212,8 @@ pub struct Applied {
     pub amount_s: Minor,
     /// The partner's payable right after this transaction.
     pub payable_after: Minor,
-    pub rate: Option<RateUsed>,
+    /// Boxed: most transactions have none, and the outcome is kept for every id.
+    pub rate: Option<Box<RateUsed>>,
 }
 
 /// The result of submitting a transaction: its outcome, and whether it was a repeat of an id

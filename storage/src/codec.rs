@@ -316,14 +316,14 @@ fn decode_tx(r: &mut Reader<'_>) -> Result<(TxInput, Outcome), CodecError> {
             let payable_after = Minor(r.ivarint()?);
             let rate = match r.u8()? {
                 0 => None,
-                1 => Some(RateUsed {
+                1 => Some(Box::new(RateUsed {
                     base: r.currency()?,
                     quote: r.currency()?,
                     rate: r.dec()?,
                     at: r.instant()?,
                     inverse: r.bool()?,
                     source: r.opt_str()?,
-                }),
+                })),
                 t => return Err(bad(r.what, format!("rate tag {t}"))),
             };
             Outcome::Applied(Applied { period: Period { start, end }, late, amount_s, payable_after, rate })
@@ -589,14 +589,14 @@ mod tests {
                 late: true,
                 amount_s: Minor(-9_200),
                 payable_after: Minor(i128::MIN + 1),
-                rate: Some(RateUsed {
+                rate: Some(Box::new(RateUsed {
                     base: usd,
                     quote: eur,
                     rate: Dec::parse("0.92", false).unwrap(),
                     at: Instant(i128::MIN),
                     inverse: true,
                     source: Some("ecb".into()),
-                }),
+                })),
             }),
         ];
         let mut malformed = sample_tx();
