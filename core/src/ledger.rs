@@ -34,7 +34,9 @@ pub enum IdCheck {
 #[derive(Clone, Debug)]
 pub struct IdIndex {
     heads: HashMap<u64, usize, PassThroughHasher>,
-    chunks: Vec<Vec<IdEntry>>,
+    /// Chunks are created full length (`None` slots), so their memory is touched when a chunk
+    /// is made (in `reserve`, at start-up) and not while a transaction is being recorded.
+    chunks: Vec<Vec<Option<IdEntry>>>,
     len: usize,
     hasher: ahash::RandomState,
 }
@@ -95,7 +97,7 @@ impl IdIndex {
     fn find(&self, id: &str) -> Option<&IdEntry> {
         let mut next = self.heads.get(&self.hash(id)).copied();
         while let Some(i) = next {
-            let entry = self.chunks.get(i / ID_CHUNK)?.get(i % ID_CHUNK)?;
+            let entry = self.chunks.get(i / ID_CHUNK)?.get(i % ID_CHUNK)?.as_ref()?;
             if entry.content.id.as_str() == id {
                 return Some(entry);
             }
@@ -118,12 +120,19 @@ impl IdIndex {
         let index = self.len;
         let hash = self.hash(tx.id.as_str());
         let next_same_hash = self.heads.insert(hash, index);
-        if index % ID_CHUNK == 0 {
-            self.chunks.push(Vec::with_capacity(ID_CHUNK));
-        }
-        if let Some(chunk) = self.chunks.last_mut() {
-            chunk.push(IdEntry { content: tx, outcome, next_same_hash });
+        self.ensure_chunks(index + 1);
+        if let Some(slot) = self.chunks.get_mut(index / ID_CHUNK).and_then(|c| c.get_mut(index % ID_CHUNK)) {
+            *slot = Some(IdEntry { content: tx, outcome, next_same_hash });
             self.len += 1;
+        }
+    }
+
+    /// Creates (and so touches) chunks until `entries` fit.
+    fn ensure_chunks(&mut self, entries: usize) {
+        while self.chunks.len() * ID_CHUNK < entries {
+            let mut chunk = Vec::with_capacity(ID_CHUNK);
+            chunk.resize_with(ID_CHUNK, || None);
+            self.chunks.push(chunk);
         }
     }
 
@@ -137,6 +146,9 @@ impl IdIndex {
     pub fn reserve(&mut self, additional: usize) {
         self.heads.reserve(additional);
         self.chunks.reserve(additional.div_ceil(ID_CHUNK));
+        // Static allocation, as TigerBeetle does: the memory for the expected ids is taken and
+        // touched now, so recording a transaction never waits for the kernel to map a page.
+        self.ensure_chunks(self.len.saturating_add(additional));
     }
 
     pub fn get(&self, id: &str) -> Option<(&TxInput, &Outcome)> {
