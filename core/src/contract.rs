@@ -2,7 +2,7 @@
 //! of the version in force at an instant.
 
 use crate::currency::Currency;
-use crate::decimal::{mul_div_half_even, pow10, Dec, Minor};
+use crate::decimal::{mul_div_half_even, pow10, round_parts_half_even, Dec, Minor};
 use crate::split::{largest_remainder, Parts, MAX_PARTIES};
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
@@ -284,13 +284,7 @@ fn tiered(tiers: &[Tier], basis: Minor, currency: Currency) -> Option<i128> {
         lower = upper;
     }
     let integral = whole.checked_add(fraction / denominator)?;
-    let remainder = fraction % denominator;
-    let round_up = match (remainder * 2).cmp(&denominator) {
-        std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => integral % 2 != 0,
-    };
-    integral.checked_add(i128::from(round_up))
+    round_parts_half_even(integral, fraction % denominator, denominator)
 }
 
 /// All versions of a partner's contract. Versions keep their registration index for ever (sales

@@ -165,6 +165,26 @@ pub fn pow10(n: u32) -> Option<i128> {
     10i128.checked_pow(n)
 }
 
+/// `quotient + remainder / den` (with `0 <= remainder < den`) rounded half to even, for any
+/// integer type; `None` on overflow.
+macro_rules! half_even {
+    ($quotient:expr, $remainder:expr, $den:expr) => {{
+        let (quotient, remainder, den) = ($quotient, $remainder, $den);
+        match remainder.checked_mul(2).map(|twice| twice.cmp(&den)) {
+            None => None,
+            Some(std::cmp::Ordering::Less) => Some(quotient),
+            Some(std::cmp::Ordering::Greater) => quotient.checked_add(1),
+            Some(std::cmp::Ordering::Equal) if quotient % 2 == 0 => Some(quotient),
+            Some(std::cmp::Ordering::Equal) => quotient.checked_add(1),
+        }
+    }};
+}
+
+/// `quotient + remainder / den` (with `0 <= remainder < den`) rounded half to even.
+pub fn round_parts_half_even(quotient: i128, remainder: i128, den: i128) -> Option<i128> {
+    half_even!(quotient, remainder, den)
+}
+
 /// `num / den` rounded half to even. `den` must be positive.
 pub fn round_div_half_even(num: i128, den: i128) -> Option<i128> {
     if den <= 0 {
@@ -174,39 +194,11 @@ pub fn round_div_half_even(num: i128, den: i128) -> Option<i128> {
     // realistic amounts fit in 64 bits; the result is the same either way.
     // The 64-bit path answers None only on its own overflow; the 128-bit path then decides.
     if let (Ok(num), Ok(den)) = (i64::try_from(num), i64::try_from(den)) {
-        if let Some(rounded) = round_div_half_even_64(num, den) {
+        if let Some(rounded) = half_even!(num.div_euclid(den), num.rem_euclid(den), den) {
             return Some(i128::from(rounded));
         }
     }
-    let quotient = num.div_euclid(den);
-    let remainder = num.rem_euclid(den); // 0 <= remainder < den
-    let twice = remainder.checked_mul(2)?;
-    let round_up = match twice.cmp(&den) {
-        std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => quotient % 2 != 0,
-    };
-    if round_up {
-        quotient.checked_add(1)
-    } else {
-        Some(quotient)
-    }
-}
-
-fn round_div_half_even_64(num: i64, den: i64) -> Option<i64> {
-    let quotient = num.div_euclid(den);
-    let remainder = num.rem_euclid(den);
-    let twice = remainder.checked_mul(2)?;
-    let round_up = match twice.cmp(&den) {
-        std::cmp::Ordering::Greater => true,
-        std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => quotient % 2 != 0,
-    };
-    if round_up {
-        quotient.checked_add(1)
-    } else {
-        Some(quotient)
-    }
+    half_even!(num.div_euclid(den), num.rem_euclid(den), den)
 }
 
 /// `a * b / den` rounded half to even, exactly.
