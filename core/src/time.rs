@@ -29,6 +29,20 @@ impl Instant {
         Instant(nanos)
     }
 
+    /// Converts a system-clock reading taken by the caller (the core never reads a clock itself).
+    pub fn from_system_time(t: std::time::SystemTime) -> Instant {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => Instant(i128::try_from(after.as_nanos()).unwrap_or(i128::MAX)),
+            Err(before) => Instant(-i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX)),
+        }
+    }
+
+    /// Midnight UTC of the day containing this instant.
+    pub fn start_of_utc_day(self) -> Instant {
+        const NANOS_PER_DAY: i128 = 86_400 * NANOS_PER_SECOND;
+        Instant(self.0.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY)
+    }
+
     pub fn to_chrono(self) -> Option<DateTime<Utc>> {
         let seconds = i64::try_from(self.0.div_euclid(NANOS_PER_SECOND)).ok()?;
         let nanos = u32::try_from(self.0.rem_euclid(NANOS_PER_SECOND)).ok()?;
@@ -179,6 +193,16 @@ mod tests {
         for bad in ["2026-01-02", "2026-01-02T10:00:00", "yesterday", "", "2026-13-01T00:00:00Z"] {
             assert!(Instant::parse_rfc3339(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn system_time_and_day_start() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_767_268_800_500_000_000);
+        let i = Instant::from_system_time(t);
+        assert_eq!(i.to_rfc3339(), "2026-01-01T12:00:00.500Z");
+        assert_eq!(i.start_of_utc_day().to_rfc3339(), "2026-01-01T00:00:00Z");
+        let before = std::time::UNIX_EPOCH - std::time::Duration::from_secs(1);
+        assert_eq!(Instant::from_system_time(before), Instant::from_unix_seconds(-1));
     }
 
     #[test]

@@ -22,14 +22,7 @@ pub const MAX_OUTSTANDING_BATCHES: usize = 4096;
 const RECONCILE_ATTEMPTS: u32 = 50;
 
 pub fn instant_now() -> Instant {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    Instant::from_unix_nanos(i128::try_from(nanos).unwrap_or(0))
-}
-
-fn start_of_day(t: Instant) -> Instant {
-    let day = t.unix_seconds().div_euclid(86_400) * 86_400;
-    Instant::from_unix_seconds(i64::try_from(day).unwrap_or(0))
+    Instant::from_system_time(std::time::SystemTime::now())
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +134,7 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
     }
     let now = instant_now();
     let run = args.run_id.clone().unwrap_or_else(|| format!("lt{}x{:x}", args.seed, now.unix_seconds()));
-    let partners = traffic::partners(&run, args.partners, start_of_day(now));
+    let partners = traffic::partners(&run, args.partners, now.start_of_utc_day());
     let rates_at = now.saturating_sub(settle_core::Span::from_minutes(1));
     let rates = traffic::rates(rates_at);
 

@@ -21,7 +21,7 @@ pub async fn shutdown(engine: Engine) -> anyhow::Result<()> {
 /// data) and publishes demo rates as of now.
 pub async fn seed_demo(engine: &Engine, n: usize) -> anyhow::Result<Vec<DemoPartner>> {
     let now = settle_node::demo::instant_now();
-    let since = settle_node::demo::start_of_day(now);
+    let since = now.start_of_utc_day();
     let mut out = Vec::new();
     for partner in settle_node::engine::demo_partners_since(n, since) {
         let demo = DemoPartner { id: partner.id.clone(), currency: partner.currency };

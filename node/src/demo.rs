@@ -59,15 +59,7 @@ pub struct DemoPartner {
 
 /// The current instant from the system clock.
 pub fn instant_now() -> Instant {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    Instant::from_unix_nanos(i128::try_from(nanos).unwrap_or(0))
-}
-
-/// Midnight UTC of the day containing `t`.
-pub fn start_of_day(t: Instant) -> Instant {
-    let day = t.unix_seconds().div_euclid(86_400) * 86_400;
-    Instant::from_unix_seconds(i64::try_from(day).unwrap_or(0))
+    Instant::from_system_time(std::time::SystemTime::now())
 }
 
 /// Sends demo traffic until `stop` turns true. Errors are reported on stderr and the trickle goes

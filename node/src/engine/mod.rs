@@ -85,12 +85,7 @@ impl ManualClock {
 impl Clock {
     fn now(&self) -> Instant {
         match self {
-            Clock::System => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i128);
-                Instant::from_unix_nanos(nanos)
-            }
+            Clock::System => Instant::from_system_time(std::time::SystemTime::now()),
             Clock::Manual(m) => m.now(),
         }
     }

@@ -306,9 +306,7 @@ async fn write_response(send: &mut quinn::SendStream, response: &Response) {
 }
 
 fn now() -> Instant {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    Instant::from_unix_nanos(i128::try_from(nanos).unwrap_or(0))
+    Instant::from_system_time(std::time::SystemTime::now())
 }
 
 fn backend_error(e: BackendError) -> Response {

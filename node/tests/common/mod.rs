@@ -27,7 +27,7 @@ pub fn minutes_ago_rfc3339(m: i64) -> String {
 
 /// A partner with no period fees: shares 80/20, 1.5% + 0.10 fees, daily UTC cycle from today.
 pub fn partner_json(id: &str, currency: &str) -> String {
-    let since = settle_node::demo::start_of_day(now()).to_rfc3339();
+    let since = now().start_of_utc_day().to_rfc3339();
     format!(
         r#"{{"id":"{id}","settlement_currency":"{currency}","since":"{since}",
         "cycle":{{"every":"daily","cutoff":"00:00","tz":"UTC","grace":"PT1H"}},
