@@ -162,10 +162,15 @@ async fn ids_are_idempotent_across_partners_and_unknown_partners() {
     assert_eq!(first.received_at, t("2026-01-02T10:00:01Z"), "stamped by the engine");
     assert_eq!(outcome, results[0].outcome);
     assert!(engine.lookup("zzz").await.unwrap().is_none());
+    let (unowned, unowned_outcome) = engine.lookup("g1").await.unwrap().unwrap();
+    assert_eq!(unowned.partner.as_deref(), Some("ghost"), "the first content keeps the id");
+    assert_eq!(unowned_outcome, results[2].outcome);
     engine.shutdown().await.unwrap();
 
     // The same answers after recovery.
     let engine = open(dir.path(), &clock).await;
+    assert_eq!(engine.lookup("t1").await.unwrap(), Some((first, outcome)));
+    assert_eq!(engine.lookup("g1").await.unwrap(), Some((unowned, unowned_outcome)));
     let after = engine.submit(vec![sale("t1", "beta", "10.00", "EUR", START)]).await.unwrap();
     assert_eq!(exception(&after[0]), Some(ExceptionReason::DuplicateConflict));
     let after = engine.submit(vec![sale("g1", "ghost", "10.00", "EUR", START)]).await.unwrap();
@@ -517,7 +522,7 @@ async fn a_log_that_does_not_replay_to_what_was_acknowledged_refuses_to_open() {
         let mut batch = store.batch().unwrap();
         // A valid sale logged as an exception: replay disagrees.
         let outcome = settle_core::Outcome::Exception(ExceptionReason::FxStale);
-        batch.append_tx(next, &forged, &outcome, true);
+        batch.append_tx(next, &forged, &outcome);
         store.commit(batch).unwrap();
     }
     match Engine::open(config(dir.path(), &clock)).await {

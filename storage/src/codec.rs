@@ -501,35 +501,41 @@ pub fn decode_log_entry(bytes: &[u8]) -> Result<LogEntry, CodecError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Query records.
+// Log records: the entries of one commit under one key.
 
-/// What the `accounts` family keeps per partner, for queries that must not wait on an actor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccountSummary {
-    pub currency: Currency,
-    pub payable: Minor,
-    /// The oldest period not yet closed.
-    pub open_period: Period,
-    pub statements_issued: u64,
+/// Bytes of an entry's frame header in a log record: its sequence (`u64` BE) and its length
+/// (`u32` BE).
+const RECORD_FRAME_BYTES: usize = 12;
+
+/// Appends one entry (already encoded) to a log record.
+pub fn push_record_entry(out: &mut Vec<u8>, seq: u64, entry: &[u8]) {
+    out.extend_from_slice(&seq.to_be_bytes());
+    // Entries are bounded far below 4 GiB (batch and rate limits); the check is in `split_record`.
+    out.extend_from_slice(&u32::try_from(entry.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(entry);
 }
 
-pub fn encode_account(out: &mut Vec<u8>, a: &AccountSummary) {
-    put_currency(out, a.currency);
-    put_ivarint(out, a.payable.0);
-    put_ivarint(out, a.open_period.start.0);
-    put_ivarint(out, a.open_period.end.0);
-    put_uvarint(out, u128::from(a.statements_issued));
-}
-
-pub fn decode_account(bytes: &[u8]) -> Result<AccountSummary, CodecError> {
-    let mut r = Reader::new(bytes, "account summary");
-    let currency = r.currency()?;
-    let payable = Minor(r.ivarint()?);
-    let start = r.instant()?;
-    let end = r.instant()?;
-    let statements_issued = u64::try_from(r.uvarint()?).map_err(|_| bad(r.what, "statement count"))?;
-    r.finish()?;
-    Ok(AccountSummary { currency, payable, open_period: Period { start, end }, statements_issued })
+/// The entries of a log record in sequence order, each once: `(seq, entry bytes)`.
+pub fn split_record(bytes: &[u8]) -> Result<Vec<(u64, &[u8])>, CodecError> {
+    const WHAT: &str = "log record";
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (head, body) =
+            rest.split_at_checked(RECORD_FRAME_BYTES).ok_or_else(|| bad(WHAT, "truncated frame"))?;
+        let (seq, len) = head.split_at(8);
+        let seq = u64::from_be_bytes(seq.try_into().map_err(|_| bad(WHAT, "seq"))?);
+        let len = u32::from_be_bytes(len.try_into().map_err(|_| bad(WHAT, "length"))?) as usize;
+        let (entry, tail) = body.split_at_checked(len).ok_or_else(|| bad(WHAT, "truncated entry"))?;
+        out.push((seq, entry));
+        rest = tail;
+    }
+    // Appended in commit order, which interleaves partners; replay wants sequence order.
+    out.sort_unstable_by_key(|(seq, _)| *seq);
+    if out.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(bad(WHAT, "a sequence number appears twice"));
+    }
+    Ok(out)
 }
 
 /// An entry of the exception queue.
@@ -633,7 +639,6 @@ mod tests {
             let _ = decode_log_entry(&flipped); // must not panic
         }
         assert!(decode_log_entry(&[99]).is_err());
-        assert!(decode_account(&[1, 2]).is_err());
     }
 
     #[test]
@@ -648,24 +653,34 @@ mod tests {
     }
 
     #[test]
-    fn tick_and_account_round_trip() {
+    fn tick_round_trips() {
         let mut buf = Vec::new();
         encode_tick_entry(&mut buf, t("2026-03-29T01:00:00Z"));
         assert_eq!(decode_log_entry(&buf).unwrap(), LogEntry::Tick(t("2026-03-29T01:00:00Z")));
         let mut buf = Vec::new();
         encode_fx_max_age_entry(&mut buf, Span::from_hours(24));
         assert_eq!(decode_log_entry(&buf).unwrap(), LogEntry::FxMaxAge(Span::from_hours(24)));
-        let summary = AccountSummary {
-            currency: Currency::from_code("JPY").unwrap(),
-            payable: Minor(-42),
-            open_period: Period { start: t("2026-01-01T00:00:00Z"), end: t("2026-01-08T00:00:00Z") },
-            statements_issued: 7,
-        };
-        let mut buf = Vec::new();
-        encode_account(&mut buf, &summary);
-        assert_eq!(decode_account(&buf).unwrap(), summary);
         for reason in ExceptionReason::ALL {
             assert_eq!(reason_from(reason_code(reason)), Some(reason));
         }
+    }
+
+    #[test]
+    fn log_records_split_in_sequence_order_and_refuse_damage() {
+        let mut record = Vec::new();
+        push_record_entry(&mut record, 9, b"nine");
+        push_record_entry(&mut record, 3, b"");
+        push_record_entry(&mut record, 5, b"five");
+        let entries = split_record(&record).unwrap();
+        assert_eq!(entries, vec![(3, &b""[..]), (5, &b"five"[..]), (9, &b"nine"[..])]);
+        for cut in 1..record.len() {
+            if cut != 16 && cut != 28 {
+                assert!(split_record(&record[..cut]).is_err(), "a record cut at {cut} split");
+            }
+        }
+        let mut twice = record.clone();
+        push_record_entry(&mut twice, 5, b"again");
+        assert!(split_record(&twice).is_err());
+        assert_eq!(split_record(&[]).unwrap(), vec![]);
     }
 }

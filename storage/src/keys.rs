@@ -12,13 +12,10 @@ pub const CF_META: &str = "meta";
 pub const CF_PARTNERS: &str = "partners";
 pub const CF_FX: &str = "fx";
 pub const CF_LOG: &str = "log";
-pub const CF_TXIDS: &str = "txids";
 pub const CF_EXCEPTIONS: &str = "exceptions";
 pub const CF_STATEMENTS: &str = "statements";
-pub const CF_ACCOUNTS: &str = "accounts";
 
-pub const ALL_CFS: [&str; 8] =
-    [CF_META, CF_PARTNERS, CF_FX, CF_LOG, CF_TXIDS, CF_EXCEPTIONS, CF_STATEMENTS, CF_ACCOUNTS];
+pub const ALL_CFS: [&str; 6] = [CF_META, CF_PARTNERS, CF_FX, CF_LOG, CF_EXCEPTIONS, CF_STATEMENTS];
 
 /// `meta` key of the storage format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
@@ -31,7 +28,7 @@ const PARTNER_TAG_REGISTRATION: u8 = 0;
 /// Tag inside the `partners` family: one contract version added after registration.
 const PARTNER_TAG_VERSION: u8 = 1;
 
-/// `log` and `exceptions` key: the sequence number.
+/// `log` key (a record's lowest sequence) and `exceptions` key: the sequence number.
 pub fn seq(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
@@ -91,16 +88,6 @@ pub fn statement(partner: &str, period_start: Instant) -> Vec<u8> {
     let mut key = partner_prefix(partner);
     key.extend_from_slice(&instant(period_start));
     key
-}
-
-/// `accounts` key: the partner id as it is (one record per partner).
-pub fn account(partner: &str) -> &[u8] {
-    partner.as_bytes()
-}
-
-/// `txids` key: the idempotency key as it is (1..=64 bytes).
-pub fn txid(id: &str) -> &[u8] {
-    id.as_bytes()
 }
 
 /// `fx` key: pair, instant, then the log sequence of the publication (keeps publication order

@@ -9,7 +9,7 @@ pub mod codec;
 pub mod keys;
 mod store;
 
-pub use codec::{AccountSummary, CodecError, ExceptionRecord, LogEntry};
+pub use codec::{CodecError, ExceptionRecord, LogEntry};
 pub use store::{Batch, LogIter, Store, TxLog, FORMAT_VERSION};
 
 /// Why a storage operation failed. A failed commit means nothing of its batch may be

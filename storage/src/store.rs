@@ -1,7 +1,7 @@
 //! The RocksDB store: opening with the format check, the single durable commit, and readers for
 //! recovery and queries.
 
-use crate::codec::{self, AccountSummary, ExceptionRecord, LogEntry};
+use crate::codec::{self, ExceptionRecord, LogEntry};
 use crate::keys::{self, ALL_CFS};
 use crate::StorageError;
 use rocksdb::{
@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The storage format this build writes and reads. Bump it with any change to keys or values.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The database. `Send + Sync`: queries may run beside the committer.
 pub struct Store {
@@ -102,11 +102,11 @@ impl Store {
         Ok(Batch {
             inner: WriteBatch::default(),
             scratch: Vec::new(),
+            record: Vec::new(),
+            record_first: None,
             log: self.cf(keys::CF_LOG)?,
-            txids: self.cf(keys::CF_TXIDS)?,
             exceptions: self.cf(keys::CF_EXCEPTIONS)?,
             statements: self.cf(keys::CF_STATEMENTS)?,
-            accounts: self.cf(keys::CF_ACCOUNTS)?,
             partners: self.cf(keys::CF_PARTNERS)?,
             fx: self.cf(keys::CF_FX)?,
         })
@@ -119,10 +119,14 @@ impl Store {
         if self.fail_commits.load(Ordering::SeqCst) {
             return Err(StorageError::CommitRefused("write failure injected by a test".into()));
         }
-        if batch.inner.is_empty() {
+        let Batch { mut inner, record, record_first, log, .. } = batch;
+        if let Some(first) = record_first {
+            inner.put_cf(log, keys::seq(first), &record);
+        }
+        if inner.is_empty() {
             return Ok(());
         }
-        self.write_synced(batch.inner)
+        self.write_synced(inner)
     }
 
     /// Writes the memtables to SST files, so that the next open need not replay the WAL
@@ -146,15 +150,9 @@ impl Store {
         match self.db.iterator_cf(log, IteratorMode::End).next() {
             None => Ok(None),
             Some(item) => {
-                let (key, _) = item?;
-                let seq = keys::parse_seq(&key).ok_or_else(|| {
-                    corrupt(
-                        keys::CF_LOG,
-                        &key,
-                        codec::CodecError { what: "log key", detail: "length".into() },
-                    )
-                })?;
-                Ok(Some(seq))
+                let (key, value) = item?;
+                let entries = codec::split_record(&value).map_err(|e| corrupt(keys::CF_LOG, &key, e))?;
+                Ok(entries.last().map(|(seq, _)| *seq))
             }
         }
     }
@@ -163,8 +161,12 @@ impl Store {
     pub fn log_from(&self, from: u64) -> Result<LogIter<'_>, StorageError> {
         let log = self.cf(keys::CF_LOG)?;
         let mut raw = self.db.raw_iterator_cf(log);
-        raw.seek(keys::seq(from));
-        Ok(LogIter { raw, done: false })
+        // A record is keyed by its lowest sequence: `from` may be inside the one before.
+        raw.seek_for_prev(keys::seq(from));
+        if !raw.valid() {
+            raw.seek_to_first();
+        }
+        Ok(LogIter { raw, from, after: None, pending: Vec::new().into_iter(), done: false })
     }
 
     /// Every statement of a partner, by period start.
@@ -200,44 +202,6 @@ impl Store {
             );
         }
         Ok(out)
-    }
-
-    /// The first occurrence of a transaction id: its log sequence, content and outcome.
-    pub fn lookup_tx(&self, id: &str) -> Result<Option<(u64, TxInput, Outcome)>, StorageError> {
-        let txids = self.cf(keys::CF_TXIDS)?;
-        let Some(seq_bytes) = self.db.get_pinned_cf(txids, keys::txid(id))? else {
-            return Ok(None);
-        };
-        let seq = keys::parse_seq(&seq_bytes).ok_or_else(|| {
-            corrupt(keys::CF_TXIDS, id.as_bytes(), codec::CodecError { what: "seq", detail: "length".into() })
-        })?;
-        let log = self.cf(keys::CF_LOG)?;
-        let key = keys::seq(seq);
-        let Some(value) = self.db.get_pinned_cf(log, key)? else {
-            return Err(corrupt(
-                keys::CF_TXIDS,
-                id.as_bytes(),
-                codec::CodecError { what: "txid", detail: format!("log entry {seq} is missing") },
-            ));
-        };
-        match codec::decode_log_entry(&value).map_err(|e| corrupt(keys::CF_LOG, &key, e))? {
-            LogEntry::Tx { tx, outcome } => Ok(Some((seq, tx, outcome))),
-            _ => Err(corrupt(
-                keys::CF_TXIDS,
-                id.as_bytes(),
-                codec::CodecError { what: "txid", detail: format!("log entry {seq} is not a transaction") },
-            )),
-        }
-    }
-
-    /// The stored summary of a partner's account.
-    pub fn account(&self, partner: &str) -> Result<Option<AccountSummary>, StorageError> {
-        let cf = self.cf(keys::CF_ACCOUNTS)?;
-        let key = keys::account(partner);
-        match self.db.get_pinned_cf(cf, key)? {
-            None => Ok(None),
-            Some(v) => Ok(Some(codec::decode_account(&v).map_err(|e| corrupt(keys::CF_ACCOUNTS, key, e))?)),
-        }
     }
 
     /// Every registered partner (by id, byte order), with every contract version.
@@ -287,44 +251,80 @@ impl Store {
 /// Iterates the log in sequence order, decoding each entry.
 pub struct LogIter<'a> {
     raw: DBRawIterator<'a>,
+    from: u64,
+    /// The highest sequence yielded so far: records must follow each other in order.
+    after: Option<u64>,
+    /// The rest of the current record, decoded.
+    pending: std::vec::IntoIter<(u64, LogEntry)>,
     done: bool,
 }
 
 impl std::fmt::Debug for LogIter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogIter").field("done", &self.done).finish()
+        f.debug_struct("LogIter").field("after", &self.after).field("done", &self.done).finish()
     }
+}
+
+/// A decoded record's entries from `from` on, and its highest sequence.
+type DecodedRecord = (Vec<(u64, LogEntry)>, u64);
+
+/// Decodes one log record; `after` is the highest sequence of the record before it.
+fn decode_record(
+    key: &[u8],
+    value: &[u8],
+    from: u64,
+    after: Option<u64>,
+) -> Result<DecodedRecord, StorageError> {
+    let fail =
+        |what: &'static str, detail: String| corrupt(keys::CF_LOG, key, codec::CodecError { what, detail });
+    let first = keys::parse_seq(key).ok_or_else(|| fail("log key", "length".into()))?;
+    let entries = codec::split_record(value).map_err(|e| corrupt(keys::CF_LOG, key, e))?;
+    let (Some(&(lowest, _)), Some(&(last, _))) = (entries.first(), entries.last()) else {
+        return Err(fail("log record", "empty".into()));
+    };
+    if lowest != first {
+        return Err(fail("log record", "its key is not its lowest sequence".into()));
+    }
+    if after.is_some_and(|after| first <= after) {
+        return Err(fail("log record", format!("sequences {first}..={last} overlap the record before")));
+    }
+    let mut decoded = Vec::with_capacity(entries.len());
+    for (seq, bytes) in entries.into_iter().filter(|(seq, _)| *seq >= from) {
+        decoded.push((seq, codec::decode_log_entry(bytes).map_err(|e| corrupt(keys::CF_LOG, key, e))?));
+    }
+    Ok((decoded, last))
 }
 
 impl Iterator for LogIter<'_> {
     type Item = Result<(u64, LogEntry), StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let item = match (self.raw.key(), self.raw.value()) {
-            (Some(key), Some(value)) => match keys::parse_seq(key) {
-                None => Err(corrupt(
-                    keys::CF_LOG,
-                    key,
-                    codec::CodecError { what: "log key", detail: "length".into() },
-                )),
-                Some(seq) => codec::decode_log_entry(value)
-                    .map(|entry| (seq, entry))
-                    .map_err(|e| corrupt(keys::CF_LOG, key, e)),
-            },
-            _ => {
-                self.done = true;
-                return self.raw.status().err().map(|e| Err(e.into()));
+        loop {
+            if self.done {
+                return None;
             }
-        };
-        if item.is_err() {
-            self.done = true;
-        } else {
+            if let Some(entry) = self.pending.next() {
+                return Some(Ok(entry));
+            }
+            let decoded = match (self.raw.key(), self.raw.value()) {
+                (Some(key), Some(value)) => decode_record(key, value, self.from, self.after),
+                _ => {
+                    self.done = true;
+                    return self.raw.status().err().map(|e| Err(e.into()));
+                }
+            };
+            match decoded {
+                Ok((entries, last)) => {
+                    self.pending = entries.into_iter();
+                    self.after = Some(last);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
             self.raw.next();
         }
-        Some(item)
     }
 }
 
@@ -341,8 +341,6 @@ struct TxLogEntry {
     seq: u64,
     start: usize,
     end: usize,
-    /// The id is recorded for the first time: index it in `txids`.
-    first: bool,
     exception: Option<ExceptionReason>,
 }
 
@@ -355,13 +353,12 @@ impl TxLog {
         TxLog { bytes: Vec::with_capacity(records * 96), entries: Vec::with_capacity(records) }
     }
 
-    /// Appends a transaction with its outcome. `first`: the id is new (not a repeat, not a
-    /// conflict), so the idempotency index points at this entry.
-    pub fn push(&mut self, seq: u64, tx: &TxInput, outcome: &Outcome, first: bool) {
+    /// Appends a transaction with its outcome.
+    pub fn push(&mut self, seq: u64, tx: &TxInput, outcome: &Outcome) {
         let start = self.bytes.len();
         codec::encode_tx(&mut self.bytes, tx, outcome);
         let end = self.bytes.len();
-        self.entries.push(TxLogEntry { seq, start, end, first, exception: outcome.exception() });
+        self.entries.push(TxLogEntry { seq, start, end, exception: outcome.exception() });
     }
 
     pub fn len(&self) -> usize {
@@ -380,14 +377,19 @@ impl TxLog {
 
 /// A set of writes that become durable together through [`Store::commit`]. Methods name what
 /// is written; the keys and encodings are decided here and in [`keys`], not by callers.
+///
+/// Every log entry of a batch goes into one log record (one key: the batch's lowest sequence),
+/// so a commit of thousands of transactions costs the memtable one insert rather than thousands.
 pub struct Batch<'a> {
     inner: WriteBatch,
     scratch: Vec<u8>,
+    /// The log record being built: entries framed by `codec::push_record_entry`.
+    record: Vec<u8>,
+    /// Lowest sequence in `record`.
+    record_first: Option<u64>,
     log: &'a ColumnFamily,
-    txids: &'a ColumnFamily,
     exceptions: &'a ColumnFamily,
     statements: &'a ColumnFamily,
-    accounts: &'a ColumnFamily,
     partners: &'a ColumnFamily,
     fx: &'a ColumnFamily,
 }
@@ -399,26 +401,35 @@ impl std::fmt::Debug for Batch<'_> {
 }
 
 impl Batch<'_> {
-    /// Number of key writes so far.
+    /// Number of key writes so far (the log record counts as one).
     pub fn len(&self) -> usize {
-        self.inner.len()
+        self.inner.len() + usize::from(self.record_first.is_some())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
+        self.len() == 0
     }
 
-    /// Log entries of encoded transactions, their idempotency index and exception queue entries.
+    fn log_entry(&mut self, seq: u64, entry: &[u8]) {
+        self.record_first = Some(self.record_first.map_or(seq, |first| first.min(seq)));
+        codec::push_record_entry(&mut self.record, seq, entry);
+    }
+
+    /// Logs the entry encoded in `scratch`.
+    fn log_scratch(&mut self, seq: u64) {
+        self.record_first = Some(self.record_first.map_or(seq, |first| first.min(seq)));
+        codec::push_record_entry(&mut self.record, seq, &self.scratch);
+    }
+
+    /// Log entries of encoded transactions and the exception queue's entries.
     pub fn append_txs(&mut self, txs: &TxLog) {
+        self.record.reserve(txs.bytes.len() + txs.entries.len() * 12);
         for e in &txs.entries {
             let record = &txs.bytes[e.start..e.end];
             let key = keys::seq(e.seq);
-            self.inner.put_cf(self.log, key, record);
-            let id = codec::tx_record_id(record).unwrap_or_default();
-            if e.first {
-                self.inner.put_cf(self.txids, id, key);
-            }
+            self.log_entry(e.seq, record);
             if let Some(reason) = e.exception {
+                let id = codec::tx_record_id(record).unwrap_or_default();
                 self.scratch.clear();
                 codec::encode_exception(&mut self.scratch, reason, id);
                 self.inner.put_cf(self.exceptions, key, &self.scratch);
@@ -427,16 +438,16 @@ impl Batch<'_> {
     }
 
     /// One transaction (used for the few the router answers itself).
-    pub fn append_tx(&mut self, seq: u64, tx: &TxInput, outcome: &Outcome, first: bool) {
+    pub fn append_tx(&mut self, seq: u64, tx: &TxInput, outcome: &Outcome) {
         let mut one = TxLog::with_capacity(1);
-        one.push(seq, tx, outcome, first);
+        one.push(seq, tx, outcome);
         self.append_txs(&one);
     }
 
     pub fn append_rates(&mut self, seq: u64, rates: &[FxRate]) {
         self.scratch.clear();
         codec::encode_rates_entry(&mut self.scratch, rates);
-        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        self.log_scratch(seq);
         for (index, rate) in rates.iter().enumerate() {
             self.scratch.clear();
             codec::encode_rate(&mut self.scratch, rate);
@@ -452,7 +463,7 @@ impl Batch<'_> {
     pub fn append_partner(&mut self, seq: u64, partner: &Partner) {
         self.scratch.clear();
         codec::encode_partner_entry(&mut self.scratch, partner);
-        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        self.log_scratch(seq);
         self.inner.put_cf(self.partners, keys::partner(&partner.id), &self.scratch[1..]);
     }
 
@@ -466,20 +477,20 @@ impl Batch<'_> {
     ) {
         self.scratch.clear();
         codec::encode_contract_version_entry(&mut self.scratch, partner, version);
-        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        self.log_scratch(seq);
         self.inner.put_cf(self.partners, keys::contract_version(partner, index), &self.scratch[1..]);
     }
 
     pub fn append_tick(&mut self, seq: u64, at: Instant) {
         self.scratch.clear();
         codec::encode_tick_entry(&mut self.scratch, at);
-        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        self.log_scratch(seq);
     }
 
     pub fn append_fx_max_age(&mut self, seq: u64, span: Span) {
         self.scratch.clear();
         codec::encode_fx_max_age_entry(&mut self.scratch, span);
-        self.inner.put_cf(self.log, keys::seq(seq), &self.scratch);
+        self.log_scratch(seq);
     }
 
     pub fn put_statement(&mut self, statement: &Statement) {
@@ -490,11 +501,5 @@ impl Batch<'_> {
             keys::statement(&statement.partner, statement.period.start),
             &self.scratch,
         );
-    }
-
-    pub fn put_account(&mut self, partner: &str, summary: &AccountSummary) {
-        self.scratch.clear();
-        codec::encode_account(&mut self.scratch, summary);
-        self.inner.put_cf(self.accounts, keys::account(partner), &self.scratch);
     }
 }

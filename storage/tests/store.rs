@@ -5,7 +5,7 @@
 use settle_core::scenario::{parse_contract_version, parse_partner, parse_rate, parse_transaction};
 use settle_core::{Currency, ExceptionReason, Instant, Minor, Outcome, Period};
 use settle_storage::keys;
-use settle_storage::{AccountSummary, LogEntry, StorageError, Store, TxLog, FORMAT_VERSION};
+use settle_storage::{LogEntry, StorageError, Store, TxLog, FORMAT_VERSION};
 
 fn t(s: &str) -> Instant {
     Instant::parse_rfc3339(s).unwrap()
@@ -63,12 +63,6 @@ fn everything_written_reads_back_after_reopen() {
         rate: None,
     });
     let unknown = Outcome::Exception(ExceptionReason::UnknownPartner);
-    let summary = AccountSummary {
-        currency: partner.currency,
-        payable: Minor(700),
-        open_period: Period { start: t("2025-12-28T23:00:00Z"), end: t("2026-01-04T23:00:00Z") },
-        statements_issued: 0,
-    };
     {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.last_seq().unwrap(), None);
@@ -77,11 +71,10 @@ fn everything_written_reads_back_after_reopen() {
         batch.append_contract_version(1, "acme", 1, &version);
         batch.append_rates(2, std::slice::from_ref(&rate));
         let mut txs = TxLog::new();
-        txs.push(3, &ok, &applied, true);
-        txs.push(4, &bad, &unknown, true);
+        txs.push(3, &ok, &applied);
+        txs.push(4, &bad, &unknown);
         batch.append_txs(&txs);
         batch.append_tick(5, t("2026-01-05T01:00:00Z"));
-        batch.put_account("acme", &summary);
         store.commit(batch).unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
@@ -96,15 +89,11 @@ fn everything_written_reads_back_after_reopen() {
     assert_eq!(entries[5].1, LogEntry::Tick(t("2026-01-05T01:00:00Z")));
     assert_eq!(store.log_from(4).unwrap().count(), 2);
 
-    assert_eq!(store.lookup_tx("t1").unwrap(), Some((3, ok, applied)));
-    assert_eq!(store.lookup_tx("t3").unwrap(), None);
     let exceptions = store.exceptions(None, 10).unwrap();
     assert_eq!(exceptions.len(), 1);
     assert_eq!((exceptions[0].seq, exceptions[0].id.as_str()), (4, "t2"));
     assert_eq!(exceptions[0].reason, ExceptionReason::UnknownPartner);
     assert!(store.exceptions(Some(4), 10).unwrap().is_empty());
-    assert_eq!(store.account("acme").unwrap(), Some(summary));
-    assert_eq!(store.account("nobody").unwrap(), None);
     let partners = store.partners().unwrap();
     assert_eq!(partners.len(), 1);
     assert_eq!(partners[0].contract.versions().len(), 2);
@@ -154,12 +143,12 @@ fn a_batch_is_all_or_nothing() {
     let mut batch = store.batch().unwrap();
     let mut txs = TxLog::new();
     for i in 0..1000u64 {
-        txs.push(i, &tx(&format!("id{i}"), "x"), &outcome, true);
+        txs.push(i, &tx(&format!("id{i}"), "x"), &outcome);
     }
     batch.append_txs(&txs);
     assert!(matches!(store.commit(batch), Err(StorageError::CommitRefused(_))));
     assert_eq!(store.last_seq().unwrap(), None);
-    assert_eq!(store.lookup_tx("id0").unwrap(), None);
+    assert_eq!(store.log_from(0).unwrap().count(), 0);
     // A batch dropped without commit leaves nothing either; one committed is all there.
     store.inject_commit_failures(false);
     let mut dropped = store.batch().unwrap();
@@ -173,7 +162,45 @@ fn a_batch_is_all_or_nothing() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.log_from(0).unwrap().count(), 1000);
     assert_eq!(store.exceptions(None, usize::MAX).unwrap().len(), 1000);
-    assert!(store.lookup_tx("id999").unwrap().is_some());
+}
+
+#[test]
+fn commits_become_records_that_replay_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = Outcome::Exception(ExceptionReason::UnknownPartner);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        // Three commits; inside each, partners' logs interleave their sequences as the
+        // committer gathers them (actor by actor, not in sequence order).
+        for commit in 0..3u64 {
+            let base = commit * 100;
+            let mut batch = store.batch().unwrap();
+            for partner in 0..4u64 {
+                let mut txs = TxLog::new();
+                for i in (partner..40).step_by(4) {
+                    txs.push(base + i, &tx(&format!("c{commit}-{i}"), "x"), &outcome);
+                }
+                batch.append_txs(&txs);
+            }
+            batch.append_tick(base + 40, t("2026-01-05T01:00:00Z"));
+            assert_eq!(batch.len(), 1 + 40, "one log record plus the exception queue entries");
+            store.commit(batch).unwrap();
+        }
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.last_seq().unwrap(), Some(240));
+    let all: Vec<u64> = store.log_from(0).unwrap().map(|e| e.unwrap().0).collect();
+    let expected: Vec<u64> = (0..3).flat_map(|c| (0..=40).map(move |i| c * 100 + i)).collect();
+    assert_eq!(all, expected);
+    // From inside a record, and from a gap between records.
+    let from_inside: Vec<u64> = store.log_from(117).unwrap().map(|e| e.unwrap().0).collect();
+    assert_eq!(from_inside, expected.iter().copied().filter(|s| *s >= 117).collect::<Vec<_>>());
+    assert_eq!(store.log_from(150).unwrap().next().unwrap().unwrap().0, 200);
+    assert_eq!(store.log_from(241).unwrap().count(), 0);
+    let LogEntry::Tx { tx: first, .. } = store.log_from(5).unwrap().next().unwrap().unwrap().1 else {
+        panic!("entry 5 is a transaction")
+    };
+    assert_eq!(first.id.as_str(), "c0-5");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use settle_core::{
     ContractVersion, ExceptionReason, FxTable, Instant, Outcome, Partner, PartnerAccount, Span, Statement,
     TxInput,
 };
-use settle_storage::{AccountSummary, TxLog};
+use settle_storage::TxLog;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -55,7 +55,7 @@ impl AccountCell {
                 let outcome = self.account.apply(&tx, fx, fx_max_age);
                 match log {
                     Some(log) => {
-                        log.push(seq, &tx, &outcome, true);
+                        log.push(seq, &tx, &outcome);
                         let record = log.last_record().unwrap_or_default();
                         self.ids.record(&tx.id, record);
                     }
@@ -67,19 +67,10 @@ impl AccountCell {
             IdCheck::Conflict => {
                 let outcome = Outcome::Exception(ExceptionReason::DuplicateConflict);
                 if let Some(log) = log {
-                    log.push(seq, &tx, &outcome, false);
+                    log.push(seq, &tx, &outcome);
                 }
                 TxResult { outcome, duplicate: false }
             }
-        }
-    }
-
-    pub(crate) fn summary(&self) -> AccountSummary {
-        AccountSummary {
-            currency: self.account.currency(),
-            payable: self.account.payable(),
-            open_period: self.account.next_to_close(),
-            statements_issued: self.account.statements_issued(),
         }
     }
 
@@ -119,11 +110,21 @@ pub(crate) enum Work {
     Balance {
         reply: u32,
     },
+    /// Report the first occurrence of a transaction id; `reply` indexes the group's lookups.
+    Lookup {
+        id: String,
+        reply: u32,
+    },
     /// Close every period due at `at` (a logged tick).
     Close {
         at: Instant,
     },
 }
+
+/// A lookup's answer: the first content and outcome of an id, or why it could not be read.
+pub(crate) type Found = Result<Option<FirstSeen>, String>;
+/// An id's first content (with its stamped `received_at`) and outcome.
+pub(crate) type FirstSeen = (TxInput, Outcome);
 
 /// What an account did with one message.
 #[derive(Debug)]
@@ -137,7 +138,7 @@ pub(crate) struct Done {
     pub(crate) versions: Vec<(u64, u32, ContractVersion)>,
     pub(crate) control: Vec<(u32, Result<(), String>)>,
     pub(crate) balances: Vec<(u32, Balance)>,
-    pub(crate) summary: AccountSummary,
+    pub(crate) lookups: Vec<(u32, Found)>,
     pub(crate) next_close_due: Instant,
 }
 
@@ -171,7 +172,7 @@ impl ActorState {
             versions: Vec::new(),
             control: Vec::new(),
             balances: Vec::new(),
-            summary: self.cell.summary(),
+            lookups: Vec::new(),
             next_close_due: Instant::MAX,
         };
         for item in work {
@@ -200,10 +201,10 @@ impl ActorState {
                     }
                 }
                 Work::Balance { reply } => done.balances.push((reply, self.cell.balance())),
+                Work::Lookup { id, reply } => done.lookups.push((reply, self.cell.ids.lookup(&id))),
                 Work::Close { at } => self.cell.account.close_due(at, &mut done.statements),
             }
         }
-        done.summary = self.cell.summary();
         done.next_close_due = self.cell.account.next_close_due();
         done
     }

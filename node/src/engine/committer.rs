@@ -3,11 +3,11 @@
 //! `Store::commit`, and only then answers. A failed commit stops the engine: nothing in the
 //! batch is acknowledged, and nothing later is accepted.
 
-use super::account::Done;
+use super::account::{Done, FirstSeen, Found};
 use super::{Balance, EngineError, Permit, Reply, Shared, MAX_COMMIT_GROUPS};
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Partner, Statement};
-use settle_storage::{AccountSummary, StorageError, Store, TxLog};
+use settle_storage::{StorageError, Store, TxLog};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -28,7 +28,6 @@ pub(crate) struct CommitJob {
     pub(crate) submissions: Vec<Submission>,
     pub(crate) logs: Vec<TxLog>,
     pub(crate) statements: Vec<Statement>,
-    pub(crate) accounts: Vec<(String, AccountSummary)>,
     pub(crate) partners: Vec<(u64, Partner)>,
     pub(crate) versions: Vec<(u64, String, u32, ContractVersion)>,
     pub(crate) rates: Vec<(u64, Vec<FxRate>)>,
@@ -37,6 +36,8 @@ pub(crate) struct CommitJob {
     pub(crate) control: Vec<ControlReply>,
     /// Balance queries; `None` answers "unknown partner".
     pub(crate) balances: Vec<(Reply<Option<Balance>>, Option<Balance>)>,
+    /// Id lookups; `None` until the owning account answered.
+    pub(crate) lookups: Vec<(Reply<Option<FirstSeen>>, Option<Found>)>,
 }
 
 impl CommitJob {
@@ -68,7 +69,11 @@ impl CommitJob {
                 entry.1 = Some(balance);
             }
         }
-        self.accounts.push((done.partner_id, done.summary));
+        for (reply, found) in done.lookups {
+            if let Some(entry) = self.lookups.get_mut(reply as usize) {
+                entry.1 = Some(found);
+            }
+        }
         Ok(())
     }
 
@@ -91,9 +96,6 @@ impl CommitJob {
         for statement in &self.statements {
             batch.put_statement(statement);
         }
-        for (partner, summary) in &self.accounts {
-            batch.put_account(partner, summary);
-        }
     }
 
     fn answer_ok(self) {
@@ -115,6 +117,16 @@ impl CommitJob {
         for (reply, balance) in self.balances {
             let _ = reply.send(Ok(balance));
         }
+        for (reply, found) in self.lookups {
+            let answer = match found {
+                Some(Ok(found)) => Ok(found),
+                Some(Err(e)) => Err(EngineError::Stopped(format!("internal error: {e}"))),
+                None => {
+                    Err(EngineError::Stopped("internal error: a lookup of the group got no answer".into()))
+                }
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     fn answer_err(self, reason: &str) {
@@ -127,6 +139,9 @@ impl CommitJob {
             let _ = reply.send(Err(error()));
         }
         for (reply, _) in self.balances {
+            let _ = reply.send(Err(error()));
+        }
+        for (reply, _) in self.lookups {
             let _ = reply.send(Err(error()));
         }
     }

@@ -46,6 +46,16 @@ impl RecordIndex {
         }
     }
 
+    /// The first content (with its stamped `received_at`) and outcome of `id`, if recorded.
+    pub(crate) fn lookup(&self, id: &str) -> Result<Option<(TxInput, Outcome)>, String> {
+        let Some(record) = self.entries.get(id) else { return Ok(None) };
+        match codec::decode_log_entry(record) {
+            Ok(LogEntry::Tx { tx, outcome }) => Ok(Some((tx, outcome))),
+            Ok(_) => Err(format!("the idempotency record of {id:?} is not a transaction")),
+            Err(e) => Err(format!("the idempotency record of {id:?} does not decode: {e}")),
+        }
+    }
+
     /// Records the first occurrence of an id: `record` is its encoded log record.
     pub(crate) fn record(&mut self, id: &TxId, record: &[u8]) {
         debug_assert!(!self.entries.contains_key(id));

@@ -172,6 +172,7 @@ pub(crate) enum Command {
     Register { partner: Partner, reply: Reply<()> },
     AddVersion { partner: String, version: ContractVersion, reply: Reply<()> },
     Balance { partner: String, reply: Reply<Option<Balance>> },
+    Lookup { id: String, reply: Reply<Option<(TxInput, Outcome)>> },
     Tick { reply: Option<Reply<()>> },
     Shutdown,
 }
@@ -449,9 +450,12 @@ impl EngineHandle {
 
     /// The first durable occurrence of a transaction id: its content (with the stamped
     /// `received_at`) and its outcome.
+    ///
+    /// Answered from the idempotency indexes in memory, after the commit of the group it joined,
+    /// so it never shows a transaction that is not durable.
     pub async fn lookup(&self, id: &str) -> Result<Option<(TxInput, Outcome)>, EngineError> {
         let id = id.to_string();
-        self.read(move |store| Ok(store.lookup_tx(&id)?.map(|(_, tx, outcome)| (tx, outcome)))).await
+        self.request(|reply| Command::Lookup { id, reply }).await
     }
 
     /// Closes every period due now (as the scheduler does every second); durable when it returns.

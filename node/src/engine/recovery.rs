@@ -89,7 +89,7 @@ impl Replay {
             LogEntry::Tx { tx, outcome } => {
                 self.last_stamp = self.last_stamp.max(tx.received_at);
                 let fx_max_age = self.logged_fx_max_age.unwrap_or(self.default_fx_max_age);
-                let result = match self.router.route(tx, &mut |_, _, _| {}) {
+                let result = match self.router.route(tx, &mut |_, _| {}) {
                     Routed::Account(account, tx) => {
                         let cell = self
                             .cells

@@ -23,6 +23,15 @@ pub(crate) enum Routed {
     Answered(TxResult),
 }
 
+/// The holder of an id's first occurrence.
+#[derive(Debug)]
+pub(crate) enum Claim<'a> {
+    None,
+    /// No account: the router answered it (unknown partner); its first content and outcome.
+    Unowned(Option<(&'a TxInput, &'a Outcome)>),
+    Account(u32),
+}
+
 #[derive(Debug)]
 pub(crate) struct Router {
     by_id: FastMap<String, u32>,
@@ -60,10 +69,19 @@ impl Router {
         index
     }
 
-    /// Decides where `tx` goes. When answered here, `log(tx, outcome, first)` was called for
+    /// Who holds the first occurrence of `id`.
+    pub(crate) fn claim(&self, id: &str) -> Claim<'_> {
+        match self.claims.get(id).copied() {
+            None => Claim::None,
+            Some(UNOWNED) => Claim::Unowned(self.unowned.get(id)),
+            Some(account) => Claim::Account(account),
+        }
+    }
+
+    /// Decides where `tx` goes. When answered here, `log(tx, outcome)` was called for
     /// everything that must be logged (unknown partner, cross-partner conflict), and not for a
     /// plain repeat.
-    pub(crate) fn route(&mut self, tx: TxInput, log: &mut dyn FnMut(&TxInput, &Outcome, bool)) -> Routed {
+    pub(crate) fn route(&mut self, tx: TxInput, log: &mut dyn FnMut(&TxInput, &Outcome)) -> Routed {
         let conflict = Outcome::Exception(ExceptionReason::DuplicateConflict);
         match self.claims.get(&tx.id).copied() {
             None => match tx.partner.as_deref().and_then(|p| self.by_id.get(p)).copied() {
@@ -73,7 +91,7 @@ impl Router {
                 }
                 None => {
                     let outcome = Outcome::Exception(ExceptionReason::UnknownPartner);
-                    log(&tx, &outcome, true);
+                    log(&tx, &outcome);
                     self.claims.insert(tx.id.clone(), UNOWNED);
                     self.unowned.record(tx, outcome.clone());
                     Routed::Answered(TxResult { outcome, duplicate: false })
@@ -86,7 +104,7 @@ impl Router {
                 // `New` cannot happen for a claimed id; answering a conflict keeps the first
                 // content's claim either way.
                 settle_core::IdCheck::Conflict | settle_core::IdCheck::New => {
-                    log(&tx, &conflict, false);
+                    log(&tx, &conflict);
                     Routed::Answered(TxResult { outcome: conflict, duplicate: false })
                 }
             },
@@ -96,7 +114,7 @@ impl Router {
                     Routed::Account(account, tx)
                 } else {
                     // The content differs (the partner does): the first content keeps the id.
-                    log(&tx, &conflict, false);
+                    log(&tx, &conflict);
                     Routed::Answered(TxResult { outcome: conflict, duplicate: false })
                 }
             }

@@ -5,7 +5,7 @@
 use super::account::{AccountCell, AccountMsg, ActorState, Done, PartnerActor, ResultSlot, Work};
 use super::committer::{CommitJob, Submission};
 use super::recovery::Recovered;
-use super::router::{Routed, Router};
+use super::router::{Claim, Routed, Router};
 use super::{Clock, Command, EngineConfig, EngineError, Shared, MAX_GROUP_TXS, MAX_PARTNER_ID_BYTES};
 use ractor::{Actor, ActorRef};
 use settle_core::{FxTable, Instant, Partner, Span};
@@ -165,7 +165,7 @@ impl Sequencer {
                     for (pos, mut tx) in txs.into_iter().enumerate() {
                         tx.received_at = now;
                         let seq = self.take_seq();
-                        let mut log = |tx: &_, outcome: &_, first| router_log.push(seq, tx, outcome, first);
+                        let mut log = |tx: &_, outcome: &_| router_log.push(seq, tx, outcome);
                         match self.router.route(tx, &mut log) {
                             Routed::Account(account, tx) => {
                                 results.push(None);
@@ -214,6 +214,18 @@ impl Sequencer {
                         self.push_work(account, Work::Balance { reply: index });
                     }
                 }
+                Command::Lookup { id, reply } => match self.router.claim(&id) {
+                    Claim::None => job.lookups.push((reply, Some(Ok(None)))),
+                    Claim::Unowned(first) => {
+                        let first = first.map(|(tx, outcome)| (tx.clone(), outcome.clone()));
+                        job.lookups.push((reply, Some(Ok(first))));
+                    }
+                    Claim::Account(account) => {
+                        let index = job.lookups.len() as u32;
+                        job.lookups.push((reply, None));
+                        self.push_work(account, Work::Lookup { id, reply: index });
+                    }
+                },
                 Command::Tick { reply } => {
                     let due: Vec<u32> = (0..self.next_close_due.len() as u32)
                         .filter(|&i| self.next_close_due[i as usize] <= now)
@@ -289,6 +301,9 @@ fn answer_stopped(command: Command, reason: &str) {
             let _ = reply.send(Err(error()));
         }
         Command::Balance { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Command::Lookup { reply, .. } => {
             let _ = reply.send(Err(error()));
         }
         Command::Tick { reply } => {
