@@ -61,12 +61,8 @@ async fn send_batch(client: &Client, shared: &Shared, issued: Vec<Issued>, start
                     g.acked(i, r);
                 }
             }
-            {
-                let mut h = lock(&shared.history);
-                for (i, r) in issued.into_iter().zip(results) {
-                    h.acked.push((i.tx, r));
-                }
-            }
+            let acked: Vec<_> = issued.into_iter().map(|i| i.tx).zip(results).collect();
+            lock(&shared.history).push_batch(acked);
             let mut s = lock(&shared.stats);
             s.acked += n;
             s.latencies_us.push(micros);
@@ -230,10 +226,8 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
             let txs: Vec<_> = issued.iter().map(|i| i.tx.clone()).collect();
             match client.submit(txs).await {
                 Ok(results) => {
-                    let mut h = lock(&shared.history);
-                    for (i, r) in issued.into_iter().zip(results) {
-                        h.acked.push((i.tx, r));
-                    }
+                    let acked: Vec<_> = issued.into_iter().map(|i| i.tx).zip(results).collect();
+                    lock(&shared.history).push_batch(acked);
                 }
                 Err(_) => unreconciled += issued.len() as u64,
             }
@@ -246,7 +240,7 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
     };
     lat.sort_unstable();
     let history = std::mem::take(&mut *lock(&shared.history));
-    let acked_in_run = history.acked.len() as u64;
+    let acked_in_run = history.len() as u64;
 
     let report = if args.no_verify {
         verify::Report::default()
@@ -263,7 +257,7 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
         lat[idx.min(lat.len() - 1)] as f64 / 1000.0
     };
     let mut by_kind = std::collections::BTreeMap::new();
-    for (tx, _) in &history.acked {
+    for (tx, _) in history.iter() {
         *by_kind.entry(format!("{:?}", tx.tx_kind()).to_lowercase()).or_insert(0u64) += 1;
     }
     let json = serde_json::json!({

@@ -337,7 +337,27 @@ impl Generator {
 }
 
 /// Every acknowledged transaction, in acknowledgement order, with its first result.
+///
+/// Kept batch by batch: one vector of millions of entries would be copied whole each time it
+/// grows, stalling every task waiting for the lock, and those stalls would show up as node
+/// latency.
 #[derive(Debug, Default)]
 pub struct History {
-    pub acked: Vec<(wire::Transaction, wire::TxResult)>,
+    batches: Vec<Vec<(wire::Transaction, wire::TxResult)>>,
+    len: usize,
+}
+
+impl History {
+    pub fn push_batch(&mut self, batch: Vec<(wire::Transaction, wire::TxResult)>) {
+        self.len += batch.len();
+        self.batches.push(batch);
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(wire::Transaction, wire::TxResult)> {
+        self.batches.iter().flatten()
+    }
 }

@@ -91,7 +91,7 @@ pub async fn run(
 
     // 1. Repeat every acked transaction.
     let chunks: Vec<Vec<(wire::Transaction, wire::TxResult)>> =
-        history.acked.chunks(batch.max(1)).map(|c| c.to_vec()).collect();
+        history.iter().cloned().collect::<Vec<_>>().chunks(batch.max(1)).map(|c| c.to_vec()).collect();
     let sem = Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
     let mut set = JoinSet::new();
     for (i, chunk) in chunks.into_iter().enumerate() {
@@ -130,7 +130,7 @@ pub async fn run(
         ledger.add_rate(parse_rate(&value, "rate").map_err(|e| anyhow!("{e}"))?);
     }
     let mut statements = Vec::new();
-    for (tx, first) in &history.acked {
+    for (tx, first) in history.iter() {
         let input = to_input(tx, None)?;
         let at = input.received_at;
         let expected = ledger.apply(input, at, &mut statements);

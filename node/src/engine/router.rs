@@ -14,6 +14,41 @@ fn fixed_state(seed: u64) -> ahash::RandomState {
     ahash::RandomState::with_seeds(seed, seed.rotate_left(11), seed.rotate_left(23), seed.rotate_left(37))
 }
 
+/// Shards of the global id claim map (a power of two). One map of millions of ids rehashes all
+/// of them at once when it grows, stalling the sequencer, and with it every submission, for tens
+/// of milliseconds; 256 shards grow one at a time, each in a fraction of that.
+const CLAIM_SHARDS: usize = 256;
+
+/// Every transaction id seen, with the account that owns it (or `UNOWNED`), in shards.
+#[derive(Debug)]
+struct Claims {
+    shards: Vec<FastMap<TxId, u32>>,
+    pick: ahash::RandomState,
+}
+
+impl Claims {
+    fn new(hash_seed: u64) -> Claims {
+        Claims {
+            shards: (0..CLAIM_SHARDS).map(|_| HashMap::with_hasher(fixed_state(hash_seed ^ 0xc1a))).collect(),
+            pick: fixed_state(hash_seed ^ 0x5a4d),
+        }
+    }
+
+    fn shard(&self, id: &str) -> usize {
+        const _: () = assert!(CLAIM_SHARDS.is_power_of_two());
+        (self.pick.hash_one(id) as usize) & (CLAIM_SHARDS - 1)
+    }
+
+    fn get(&self, id: &str) -> Option<u32> {
+        self.shards[self.shard(id)].get(id).copied()
+    }
+
+    fn insert(&mut self, id: TxId, owner: u32) {
+        let shard = self.shard(id.as_str());
+        self.shards[shard].insert(id, owner);
+    }
+}
+
 /// Where a transaction went.
 #[derive(Debug)]
 pub(crate) enum Routed {
@@ -37,8 +72,7 @@ pub(crate) struct Router {
     by_id: FastMap<String, u32>,
     /// Partner ids by account index.
     ids: Vec<String>,
-    /// Every transaction id seen, with the account that owns it (or `UNOWNED`).
-    claims: FastMap<TxId, u32>,
+    claims: Claims,
     /// Idempotency of transactions no account owns.
     unowned: IdIndex,
 }
@@ -48,7 +82,7 @@ impl Router {
         Router {
             by_id: HashMap::with_hasher(fixed_state(hash_seed ^ 0xb1d)),
             ids: Vec::new(),
-            claims: HashMap::with_hasher(fixed_state(hash_seed ^ 0xc1a)),
+            claims: Claims::new(hash_seed),
             unowned: IdIndex::new(hash_seed ^ 0x0a0),
         }
     }
@@ -71,7 +105,7 @@ impl Router {
 
     /// Who holds the first occurrence of `id`.
     pub(crate) fn claim(&self, id: &str) -> Claim<'_> {
-        match self.claims.get(id).copied() {
+        match self.claims.get(id) {
             None => Claim::None,
             Some(UNOWNED) => Claim::Unowned(self.unowned.get(id)),
             Some(account) => Claim::Account(account),
@@ -83,7 +117,7 @@ impl Router {
     /// plain repeat.
     pub(crate) fn route(&mut self, tx: TxInput, log: &mut dyn FnMut(&TxInput, &Outcome)) -> Routed {
         let conflict = Outcome::Exception(ExceptionReason::DuplicateConflict);
-        match self.claims.get(&tx.id).copied() {
+        match self.claims.get(tx.id.as_str()) {
             None => match tx.partner.as_deref().and_then(|p| self.by_id.get(p)).copied() {
                 Some(account) => {
                     self.claims.insert(tx.id.clone(), account);
