@@ -101,9 +101,12 @@ pub struct ClientConfig {
     pub server_name: String,
     /// PEM of the certificate(s) to trust: the dev node's self-signed certificate, or a CA.
     pub ca_pem: Vec<u8>,
-    /// The API key; an empty key connects without authenticating (every request but
-    /// Authenticate is then answered UNAUTHENTICATED: useful for probes only).
+    /// The API key; an empty key sends no Authenticate request (every request but Authenticate
+    /// is then answered UNAUTHENTICATED, unless `client_cert` authenticates the connection).
     pub api_key: String,
+    /// A client certificate chain and its private key (PEM) for mutual TLS, when the node trusts
+    /// their issuer (`settle node --client-ca`).
+    pub client_cert: Option<ClientCertificate>,
     pub retry: RetryPolicy,
     /// Time to establish a connection (handshake + authentication); then a retryable error.
     pub connect_timeout: Duration,
@@ -119,10 +122,25 @@ impl ClientConfig {
             server_name: "localhost".into(),
             ca_pem,
             api_key: api_key.into(),
+            client_cert: None,
             retry: RetryPolicy::default(),
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
         }
+    }
+}
+
+/// A client certificate for mutual TLS: PEM of the chain and of the private key.
+#[derive(Clone)]
+pub struct ClientCertificate {
+    pub chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("ClientCertificate").field("chain_bytes", &self.chain_pem.len()).finish()
     }
 }
 
@@ -138,7 +156,10 @@ fn transport(e: impl std::fmt::Display) -> ClientError {
     ClientError::Transport(e.to_string())
 }
 
-fn client_crypto(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+fn client_crypto(
+    ca_pem: &[u8],
+    cert: Option<&ClientCertificate>,
+) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     let mut any = false;
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -151,11 +172,21 @@ fn client_crypto(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
     }
     // The ring provider, chosen explicitly: never depend on a process-wide default.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match cert {
+        None => builder.with_no_client_auth(),
+        Some(cert) => {
+            let chain = CertificateDer::pem_slice_iter(&cert.chain_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ClientError::Tls(format!("client certificate: {e}")))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&cert.key_pem)
+                .map_err(|e| ClientError::Tls(format!("client key: {e}")))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| ClientError::Tls(e.to_string()))?
+        }
+    };
     config.alpn_protocols = vec![wire::ALPN.to_vec()];
     Ok(config)
 }
@@ -170,7 +201,7 @@ impl Client {
 
     /// Prepares a client without connecting; the first request connects.
     pub fn connect_lazy(config: ClientConfig) -> Result<Client, ClientError> {
-        let crypto = client_crypto(&config.ca_pem)?;
+        let crypto = client_crypto(&config.ca_pem, config.client_cert.as_ref())?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
@@ -210,7 +241,7 @@ impl Client {
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         let conn = connecting.await.map_err(|e| ClientError::Connect(e.to_string()))?;
         if self.config.api_key.is_empty() {
-            // Probes (tests, health checks) may connect without authenticating.
+            // Authenticated by a client certificate, or a probe that does not authenticate.
             return Ok(conn);
         }
         let auth = Request::new(request::Body::Authenticate(wire::Authenticate {
@@ -431,6 +462,6 @@ mod tests {
 
     #[test]
     fn a_pem_without_certificates_is_refused() {
-        assert!(matches!(client_crypto(b"not a pem"), Err(ClientError::Tls(_))));
+        assert!(matches!(client_crypto(b"not a pem", None), Err(ClientError::Tls(_))));
     }
 }

@@ -52,6 +52,11 @@ enum Command {
         /// it, and with no key stored yet, a key is generated and shown once in the ready line.
         #[arg(long)]
         api_key_file: Option<PathBuf>,
+        /// CA certificate(s) (PEM) for mutual TLS: a client presenting a certificate issued by one
+        /// of them is authenticated without an API key. Clients without a certificate still use
+        /// API keys; a certificate from another issuer fails the handshake.
+        #[arg(long)]
+        client_ca: Option<PathBuf>,
         /// Requests processed at once before answering OVERLOADED.
         #[arg(long, default_value_t = MAX_IN_FLIGHT_REQUESTS)]
         max_in_flight: usize,
@@ -82,12 +87,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay { scenario } => replay(&scenario),
-        Command::Node { data, listen, cert, key, api_key_file, max_in_flight } => {
+        Command::Node { data, listen, cert, key, api_key_file, client_ca, max_in_flight } => {
             let tls = match (cert, key) {
                 (Some(cert), Some(key)) => TlsSource::Files { cert, key },
                 _ => TlsSource::Dev { dir: data.join("tls") },
             };
-            let opts = NodeOptions { data, listen, tls, api_key_file, max_in_flight, dev: None };
+            let opts = NodeOptions { data, listen, tls, client_ca, api_key_file, max_in_flight, dev: None };
             run_async(run_node(opts))
         }
         Command::Dev { data, listen, partners, quiet } => {
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
                 data,
                 listen,
                 tls,
+                client_ca: None,
                 api_key_file: Some(key_file),
                 max_in_flight: MAX_IN_FLIGHT_REQUESTS,
                 dev: Some(DevOptions { partners, traffic: !quiet }),
@@ -134,6 +140,7 @@ struct NodeOptions {
     data: PathBuf,
     listen: SocketAddr,
     tls: TlsSource,
+    client_ca: Option<PathBuf>,
     api_key_file: Option<PathBuf>,
     max_in_flight: usize,
     dev: Option<DevOptions>,
@@ -172,6 +179,7 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
         listen: opts.listen,
         state_dir: opts.data.clone(),
         tls: opts.tls.clone(),
+        client_ca: opts.client_ca.clone(),
         keys,
         max_in_flight: opts.max_in_flight,
     };

@@ -28,6 +28,7 @@ async fn an_aioquic_client_speaks_the_protocol() {
         listen: "127.0.0.1:0".parse().unwrap(),
         state_dir: dir.path().to_path_buf(),
         tls: TlsSource::Dev { dir: dir.path().join("tls") },
+        client_ca: None,
         keys,
         max_in_flight: MAX_IN_FLIGHT_REQUESTS,
     };

@@ -25,12 +25,22 @@ struct Node {
 }
 
 async fn start<B: Backend>(backend: B, max_in_flight: usize, dir: tempfile::TempDir) -> Node {
+    start_with_client_ca(backend, max_in_flight, dir, None).await
+}
+
+async fn start_with_client_ca<B: Backend>(
+    backend: B,
+    max_in_flight: usize,
+    dir: tempfile::TempDir,
+    client_ca: Option<std::path::PathBuf>,
+) -> Node {
     let (keys, generated) = ApiKeys::load_or_init(dir.path(), Some(KEY)).unwrap();
     assert!(generated.is_none());
     let config = IngressConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         state_dir: dir.path().to_path_buf(),
         tls: TlsSource::Dev { dir: dir.path().join("tls") },
+        client_ca,
         keys,
         max_in_flight,
     };
@@ -322,4 +332,65 @@ async fn engine_errors_map_to_wire_codes() {
     ] {
         assert_eq!(code.is_retryable(), retryable, "{code:?}");
     }
+}
+
+/// A CA and a client certificate it issued (PEM chain, PEM key).
+struct Issued {
+    ca_pem: String,
+    chain_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+fn issue_client_certificate(name: &str) -> Issued {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    Issued { ca_pem: ca.pem(), chain_pem: cert.pem().into_bytes(), key_pem: key.serialize_pem().into_bytes() }
+}
+
+async fn client_with_certificate(node: &Node, key: &str, cert: &Issued) -> Result<Client, ClientError> {
+    let mut config = ClientConfig::new(node.ingress.local_addr(), node.pem.clone(), key);
+    config.client_cert = Some(settle_client::ClientCertificate {
+        chain_pem: cert.chain_pem.clone(),
+        key_pem: cert.key_pem.clone(),
+    });
+    config.retry = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+    Client::connect(config).await
+}
+
+#[tokio::test]
+async fn mutual_tls_authenticates_without_an_api_key_and_refuses_other_issuers() {
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = issue_client_certificate("platform-a");
+    let rogue = issue_client_certificate("platform-a");
+    let ca_path = dir.path().join("client-ca.pem");
+    std::fs::write(&ca_path, &trusted.ca_pem).unwrap();
+    let node =
+        start_with_client_ca(common::backend(dir.path()).await, MAX_IN_FLIGHT_REQUESTS, dir, Some(ca_path))
+            .await;
+
+    // A certificate from the trusted CA: every request works with no API key at all.
+    let by_cert = client_with_certificate(&node, "", &trusted).await.unwrap();
+    setup(&by_cert).await;
+    let results = by_cert.submit(vec![sale("m1", "10.00", "EUR")]).await.unwrap();
+    applied(&results[0]);
+
+    // A certificate from another issuer fails the handshake, API key or not.
+    assert!(matches!(
+        client_with_certificate(&node, KEY, &rogue).await.unwrap_err(),
+        ClientError::Connect(_) | ClientError::Exhausted { .. }
+    ));
+
+    // No certificate: API keys still work, and without one nothing but Authenticate is served.
+    let by_key = client(&node, KEY).await.unwrap();
+    assert_eq!(by_key.balance("acme").await.unwrap().partner, "acme");
+    let probe = client(&node, "").await.unwrap();
+    let req = Request::new(request::Body::GetBalance(wire::GetBalance { partner: "acme".into() }));
+    assert_eq!(error_of(probe.request_once(&req).await.unwrap()).code, ErrorCode::Unauthenticated as i32);
 }

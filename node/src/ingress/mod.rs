@@ -73,6 +73,9 @@ pub struct IngressConfig {
     /// Where the ingress keeps its own state (the QUIC stateless-reset key), usually the data dir.
     pub state_dir: PathBuf,
     pub tls: TlsSource,
+    /// CA certificates (PEM) whose client certificates authenticate a connection without an API
+    /// key (mutual TLS). `None`: API keys only.
+    pub client_ca: Option<PathBuf>,
     pub keys: ApiKeys,
     pub max_in_flight: usize,
 }
@@ -102,7 +105,8 @@ impl Ingress {
     pub async fn start<B: Backend>(config: IngressConfig, backend: B) -> Result<Ingress, IngressError> {
         let material = tls::load(&config.tls)?;
         let cert_path = material.cert_path.clone();
-        let crypto = tls::server_crypto(material)?;
+        let client_roots = config.client_ca.as_deref().map(tls::load_client_roots).transpose()?;
+        let crypto = tls::server_crypto(material, client_roots)?;
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
             .map_err(|e| IngressError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
@@ -206,8 +210,13 @@ async fn connection_loop<B: Backend>(
     shared: Arc<Shared<B>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let state =
-        Arc::new(ConnState { authenticated: AtomicBool::new(false), auth_failures: AtomicU32::new(0) });
+    // A client certificate is only ever present once the handshake verified it against the
+    // configured client CA, so its presence alone authenticates the connection.
+    let by_certificate = connection.peer_identity().is_some();
+    let state = Arc::new(ConnState {
+        authenticated: AtomicBool::new(by_certificate),
+        auth_failures: AtomicU32::new(0),
+    });
     loop {
         let stream = tokio::select! {
             s = connection.accept_bi() => s,

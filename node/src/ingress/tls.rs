@@ -77,16 +77,47 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), IngressError> {
     super::private_file::write_private(path, bytes).map_err(|e| tls_err(format!("{}: {e}", path.display())))
 }
 
+/// The certificates of the CA(s) whose client certificates authenticate a connection (mutual
+/// TLS), from a PEM file.
+pub fn load_client_roots(path: &Path) -> Result<rustls::RootCertStore, IngressError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+    for cert in certs {
+        roots.add(cert).map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(tls_err(format!("{}: no CA certificate", path.display())));
+    }
+    Ok(roots)
+}
+
 /// The rustls server configuration: ring provider chosen explicitly (never the process default),
-/// TLS 1.3 only, ALPN `settle/1`.
-pub fn server_crypto(material: TlsMaterial) -> Result<rustls::ServerConfig, IngressError> {
+/// TLS 1.3 only, ALPN `settle/1`. With `client_roots`, a client may present a certificate; one
+/// that does not chain to these roots fails the handshake, and a client without one can still
+/// authenticate with an API key.
+pub fn server_crypto(
+    material: TlsMaterial,
+    client_roots: Option<rustls::RootCertStore>,
+) -> Result<rustls::ServerConfig, IngressError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls_err)?
-        .with_no_client_auth()
-        .with_single_cert(material.chain, material.key)
         .map_err(tls_err)?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(tls_err)?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(material.chain, material.key).map_err(tls_err)?;
     config.alpn_protocols = vec![settle_wire::ALPN.to_vec()];
     Ok(config)
 }
