@@ -79,6 +79,9 @@ def main():
     check(re.search(r"cargo build\b[^&]*--release", brun) is not None, "builder builds in release")
     check("--locked" in brun, "builder builds with --locked (the committed Cargo.lock)")
     check("-p settle-node" in brun and "--bin settle" in brun, "builder builds the settle binary")
+    node_toml = (root / "node/Cargo.toml").read_text()
+    check('name = "settle-node"' in node_toml and 'name = "settle"' in node_toml,
+          "the workspace still has the settle-node package and its settle binary")
     check("--mount=type=cache" in brun, "builder keeps the cargo cache between builds")
     check("profile" not in brun.lower() and "RUSTFLAGS" not in text,
           "builder uses the workspace's profiles (no overrides: they rebuild RocksDB)")
