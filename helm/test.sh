@@ -52,6 +52,7 @@ for case in "${cases[@]}"; do
 done
 
 "$PY" helm/tests/test_hooks.py "$work/default.yaml"
+"$PY" helm/tests/values_doc.py check
 
 # Value combinations the chart must refuse (each would break quorum or the drain).
 # --set | words the refusal must contain
