@@ -52,6 +52,21 @@ for case in "${cases[@]}"; do
 done
 
 "$PY" helm/tests/test_hooks.py "$work/default.yaml"
+
+# Scaling and the first upgrade (cluster formed) must not restart running pods: same pod template.
+pod_template() { "$HELM" template t "$chart" --namespace ns "$@" | "$PY" -c '
+import sys, yaml, json
+sts = [d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "StatefulSet"][0]
+print(json.dumps(sts["spec"]["template"], sort_keys=True))'; }
+base="$(pod_template)"
+for variant in "--set replicaCount=5" "--is-upgrade" "--set cluster.formed=true"; do
+  # shellcheck disable=SC2086 # variant is a list of words
+  if [ "$(pod_template $variant)" != "$base" ]; then
+    echo "helm/test.sh: $variant changes the pod template (it would restart every node)" >&2
+    exit 1
+  fi
+done
+echo "helm/test.sh: scaling and forming the cluster leave the pod template unchanged"
 "$PY" helm/tests/values_doc.py check
 
 # Value combinations the chart must refuse (each would break quorum or the drain).
