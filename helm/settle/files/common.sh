@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the variables are used by the scripts that source this file
 # Shared by start.sh, poststart.sh and prestop.sh (sourced, not run). Everything comes from the
 # environment the StatefulSet sets; the defaults let the chart tests run the scripts with stubs.
 set -euo pipefail

@@ -3,6 +3,7 @@
 # with `settle cluster add-node`, retrying until the cluster accepts it or the deadline passes
 # (then the container restarts and tries again). add-node is idempotent for a node that is
 # already a member with the same peer address (docs/cluster-interface.md), so retries are safe.
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 hook_log_to_container
 

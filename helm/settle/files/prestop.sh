@@ -9,6 +9,7 @@
 # Limits: the drain must finish within drain.timeoutSeconds (< terminationGracePeriodSeconds);
 # if the API server cannot be read the hook does not drain (a restart must never move data); a
 # scale-down below the replication factor is refused here (the pods still stop).
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 hook_log_to_container
 

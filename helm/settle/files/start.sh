@@ -7,6 +7,7 @@
 #   - otherwise (scale-up, lost disk)          -> --join an existing member; the postStart hook
 #                                                 then runs `settle cluster add-node`
 # A node drained by a scale-down (marker written by prestop.sh) starts afresh and joins.
+# shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
 DATA="$DATA_ROOT/node"
