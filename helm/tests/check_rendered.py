@@ -4,10 +4,11 @@ cluster safe: the StatefulSet's identities and volumes, probes, lifecycle hooks,
 spread, and a PodDisruptionBudget consistent with the shards' replication factor.
 
 usage: check_rendered.py RENDERED.yaml --nodes N --shard-replicas R
-                         [--servicemonitor] [--tls-secret NAME] [--auth-secret NAME]
+                         [--servicemonitor] [--tls-secret NAME] [--auth-secret NAME] [--self-test]
 Exits 1 with one line per failed property.
 """
 import argparse
+import copy
 import sys
 
 import yaml
@@ -199,16 +200,7 @@ def check_servicemonitor(docs, args, headless, c):
                 "ServiceMonitor scrapes http /metrics")
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("rendered")
-    p.add_argument("--nodes", type=int, required=True)
-    p.add_argument("--shard-replicas", type=int, required=True)
-    p.add_argument("--servicemonitor", action="store_true")
-    p.add_argument("--tls-secret", default="")
-    p.add_argument("--auth-secret", default="")
-    args = p.parse_args()
-    docs = load(args.rendered)
+def run_checks(docs, args):
     c = Checker()
     sts, headless = check_statefulset(docs, args, c)
     if sts is not None:
@@ -218,9 +210,71 @@ def main():
         check_services(docs, sts, headless, c)
         check_secrets(docs, args, sts, vols, c)
         check_servicemonitor(docs, args, headless, c)
-    for f in c.failures:
+    return c.failures
+
+
+def _pod(docs):
+    return next(d for d in docs if d["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+
+
+def _container(docs):
+    return _pod(docs)["containers"][0]
+
+
+# Breakages the checks must catch (each applied alone to a copy of a correct render): proves the
+# checker is not vacuous.
+MUTATIONS = {
+    "PDB wider than the quorum": lambda d: next(x for x in d if x["kind"] == "PodDisruptionBudget")["spec"]
+    .update(maxUnavailable=2),
+    "no preStop drain": lambda d: _container(d)["lifecycle"].pop("preStop"),
+    "no postStart add-node": lambda d: _container(d)["lifecycle"].pop("postStart"),
+    "readiness on /healthz": lambda d: _container(d)["readinessProbe"]["httpGet"].update(path="/healthz"),
+    "no anti-affinity": lambda d: _pod(d).pop("affinity"),
+    "no zone spread": lambda d: _pod(d).pop("topologySpreadConstraints"),
+    "short grace period": lambda d: _pod(d).update(terminationGracePeriodSeconds=30),
+    "peers not published before ready": lambda d: next(
+        x for x in d if x["kind"] == "Service" and x["spec"].get("clusterIP") == "None")["spec"]
+    .pop("publishNotReadyAddresses"),
+    "runs as root": lambda d: _pod(d)["securityContext"].update(runAsUser=0),
+    "no memory limit": lambda d: _container(d)["resources"]["limits"].pop("memory"),
+    "replication factor above the node count": lambda d: next(
+        x for x in d if x["kind"] == "ConfigMap" and x["metadata"]["name"].endswith("-state"))["data"]
+    .update(replicas="5"),
+}
+
+
+def self_test(docs, args):
+    assert not run_checks(docs, args), "the unmutated render must pass"
+    missed = []
+    for name, mutate in MUTATIONS.items():
+        broken = copy.deepcopy(docs)
+        mutate(broken)
+        if not run_checks(broken, args):
+            missed.append(name)
+    for name in missed:
+        print(f"check_rendered: self-test: the checks missed: {name}", file=sys.stderr)
+    if not missed:
+        print(f"check_rendered: self-test: all {len(MUTATIONS)} breakages caught")
+    return 1 if missed else 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("rendered")
+    p.add_argument("--nodes", type=int, required=True)
+    p.add_argument("--shard-replicas", type=int, required=True)
+    p.add_argument("--servicemonitor", action="store_true")
+    p.add_argument("--tls-secret", default="")
+    p.add_argument("--auth-secret", default="")
+    p.add_argument("--self-test", action="store_true", help="check that known breakages are caught")
+    args = p.parse_args()
+    docs = load(args.rendered)
+    if args.self_test:
+        return self_test(docs, args)
+    failures = run_checks(docs, args)
+    for f in failures:
         print(f"check_rendered: {args.rendered}: {f}", file=sys.stderr)
-    return 1 if c.failures else 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
