@@ -60,7 +60,7 @@ for case in "${cases[@]}"; do
   echo "helm/test.sh: $name: lint, render, schema ($K8S_VERSION) and safety checks ok"
 done
 
-"$PY" helm/tests/check_rendered.py "$work/default.yaml" --nodes 3 --shard-replicas 3 --self-test
+"$PY" helm/tests/check_rendered.py "$work/servicemonitor.yaml" --nodes 3 --shard-replicas 3 --servicemonitor --self-test
 "$PY" helm/tests/test_hooks.py "$work/default.yaml"
 
 # Scaling and the first upgrade (cluster formed) must not restart running pods: same pod template.

@@ -200,6 +200,20 @@ def check_servicemonitor(docs, args, headless, c):
                 "ServiceMonitor scrapes http /metrics")
 
 
+def check_networkpolicy(docs, sts, c):
+    """When a NetworkPolicy is rendered, the peer (Raft) port is open to this release's pods only."""
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    peer_port = next(p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]
+                     if p["name"] == "peer")
+    for np in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        c.check(matches(np["spec"]["podSelector"]["matchLabels"], labels), "NetworkPolicy selects the pods")
+        for rule in np["spec"].get("ingress", []):
+            if any(p.get("port") == peer_port for p in rule.get("ports", [])):
+                sources = rule.get("from", [])
+                c.check(sources and all(set(s) == {"podSelector"} and matches(s["podSelector"]["matchLabels"], labels)
+                                        for s in sources), "the peer port admits this release's pods only")
+
+
 def run_checks(docs, args):
     c = Checker()
     sts, headless = check_statefulset(docs, args, c)
@@ -210,6 +224,7 @@ def run_checks(docs, args):
         check_services(docs, sts, headless, c)
         check_secrets(docs, args, sts, vols, c)
         check_servicemonitor(docs, args, headless, c)
+        check_networkpolicy(docs, sts, c)
     return c.failures
 
 
@@ -221,8 +236,8 @@ def _container(docs):
     return _pod(docs)["containers"][0]
 
 
-# Breakages the checks must catch (each applied alone to a copy of a correct render): proves the
-# checker is not vacuous.
+# Breakages the checks must catch (each applied alone to a copy of a correct render that has a
+# ServiceMonitor and a NetworkPolicy): proves the checker is not vacuous.
 MUTATIONS = {
     "PDB wider than the quorum": lambda d: next(x for x in d if x["kind"] == "PodDisruptionBudget")["spec"]
     .update(maxUnavailable=2),
@@ -237,6 +252,10 @@ MUTATIONS = {
     .pop("publishNotReadyAddresses"),
     "runs as root": lambda d: _pod(d)["securityContext"].update(runAsUser=0),
     "no memory limit": lambda d: _container(d)["resources"]["limits"].pop("memory"),
+    "peer port open to anyone": lambda d: next(x for x in d if x["kind"] == "NetworkPolicy")["spec"]["ingress"][0]
+    .pop("from"),
+    "ServiceMonitor on the client Service": lambda d: next(x for x in d if x["kind"] == "ServiceMonitor")["spec"]
+    ["selector"]["matchLabels"].update({"app.kubernetes.io/component": "client"}),
     "replication factor above the node count": lambda d: next(
         x for x in d if x["kind"] == "ConfigMap" and x["metadata"]["name"].endswith("-state"))["data"]
     .update(replicas="5"),

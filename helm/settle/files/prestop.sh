@@ -17,7 +17,10 @@ SA_DIR="${SA_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}"
 API_SERVER="${API_SERVER:-https://kubernetes.default.svc}"
 CURL_BIN="${CURL_BIN:-curl}"
 
-if [ "${DRAIN_ENABLED:-true}" != true ]; then exit 0; fi
+if [ "${DRAIN_ENABLED:-true}" != true ]; then
+  sleep "${ENDPOINT_DELAY_SECONDS:-0}"
+  exit 0
+fi
 
 if ! scale="$("$CURL_BIN" -fsS --max-time 10 --cacert "$SA_DIR/ca.crt" \
   -H "Authorization: Bearer $(cat "$SA_DIR/token" 2>/dev/null)" \
@@ -32,6 +35,8 @@ desired="${desired:-0}"
 
 if [ "$ORDINAL" -lt "$desired" ]; then
   log "node $NODE_ID stopping (restart: $desired replicas wanted); leaderships move on SIGTERM"
+  # Let the endpoint removal reach the Services before the node stops accepting.
+  sleep "${ENDPOINT_DELAY_SECONDS:-0}"
   exit 0
 fi
 replicas="$(state replicas)"
