@@ -23,27 +23,55 @@ import yaml
 STUB_SETTLE = r"""#!/usr/bin/env python3
 import json, os, sys
 d = os.environ["STUB_DIR"]
+cluster = os.environ.get("CLUSTER_DIR")  # shared by the pods of a lifecycle test: the membership
 with open(os.path.join(d, "calls"), "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\n")
 a = sys.argv[1:]
+
+
+def members():
+    p = os.path.join(cluster, "members")
+    return json.load(open(p)) if os.path.exists(p) else []
+
+
+def save(m):
+    json.dump(sorted(m), open(os.path.join(cluster, "members"), "w"))
+
+
+if a[0] == "node":
+    data = a[a.index("--data") + 1]
+    os.makedirs(data, exist_ok=True)
+    open(os.path.join(data, "CURRENT"), "w").write("x")
+    if cluster and "--bootstrap" in a and not members():
+        save([int(m.split("=")[0]) for m in a[a.index("--bootstrap") + 1].split(",")])
+    sys.exit(0)
 if a[:2] == ["cluster", "status"]:
     host = a[a.index("--target") + 1].split(":")[0]
-    sys.exit(0 if os.path.exists(os.path.join(d, "status-ok-" + host)) else 1)
+    ok = [os.path.join(x, "status-ok-" + host) for x in (d, cluster) if x]
+    sys.exit(0 if any(os.path.exists(p) for p in ok) else 1)
+node_id = int(a[a.index("--id") + 1]) if "--id" in a else None
 if a[:2] == ["cluster", "add-node"]:
     p = os.path.join(d, "add-fail-count")
     n = int(open(p).read()) if os.path.exists(p) else 0
     if n > 0:
         open(p, "w").write(str(n - 1))
         sys.exit(1)
+    if cluster:
+        save(set(members()) | {node_id})
     sys.exit(0)
 if a[:2] == ["cluster", "remove-node"]:
-    sys.exit(1 if os.path.exists(os.path.join(d, "remove-fails")) else 0)
+    if os.path.exists(os.path.join(d, "remove-fails")):
+        sys.exit(1)
+    if cluster:
+        save(set(members()) - {node_id})
+    sys.exit(0)
 sys.exit(0)
 """
 
 STUB_CURL = r"""#!/bin/sh
-[ -e "$STUB_DIR/scale.json" ] || exit 22
-cat "$STUB_DIR/scale.json"
+f="${SCALE_FILE:-$STUB_DIR/scale.json}"
+[ -e "$f" ] || exit 22
+cat "$f"
 """
 
 NS, STS, PEERS = "ns", "t-settle", "t-settle-peers"
@@ -56,14 +84,14 @@ def host(i):
 class Pod:
     """One pod's world: a data volume, the state ConfigMap, stubs, and the scripts."""
 
-    def __init__(self, root, scripts, ordinal, formed="false", initial=3, replicas=3):
+    def __init__(self, root, scripts, ordinal, formed="false", initial=3, replicas=3, volume=None, cluster=None):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f"pod{ordinal}-", dir=root))
         self.stub = self.dir / "stub"
-        self.data = self.dir / "data"
+        self.data = pathlib.Path(volume) if volume else self.dir / "data"
         self.state = self.dir / "state"
         self.scripts = self.dir / "scripts"
         for d in (self.stub, self.data, self.state, self.scripts):
-            d.mkdir(parents=True)
+            d.mkdir(parents=True, exist_ok=True)
         for name, text in scripts.items():
             (self.scripts / name).write_text(text)
         for name, text in (("settle", STUB_SETTLE), ("curl", STUB_CURL)):
@@ -80,6 +108,8 @@ class Pod:
             CLIENT_SERVICE=STS, CLUSTER_DOMAIN="cluster.local", QUIC_PORT="4433", PEER_PORT="4434",
             HTTP_PORT="8080", HOOK_LOG_TO_PID1="false", RETRY_PAUSE_SECONDS="0",
         )
+        if cluster:
+            self.env.update(CLUSTER_DIR=str(cluster), SCALE_FILE=str(pathlib.Path(cluster) / "scale.json"))
 
     def run(self, script, *args, **env):
         e = dict(self.env, **env)
@@ -164,10 +194,10 @@ def cases(root, scripts):
     # A node drained by an earlier scale-down starts afresh and joins.
     p = new(3)
     (p.data / "node").mkdir()
-    (p.data / "node" / "CURRENT").write_text("x")
+    (p.data / "node" / "OLD.sst").write_text("x")
     (p.data / "removed").write_text("")
     assert p.run("start.sh").returncode == 0
-    assert not (p.data / "node").exists() and not (p.data / "removed").exists()
+    assert not (p.data / "node" / "OLD.sst").exists() and not (p.data / "removed").exists()
     assert flag(p.node_call(), "--join") == f"{host(0)}:4434"
 
     # preStop on a scale-down from 4 to 3: pod 3 drains with remove-node and marks its volume.
@@ -217,6 +247,75 @@ def cases(root, scripts):
     assert r.returncode != 0 and "ordinal" in r.stderr and not p.calls()
 
 
+def lifecycle(root, scripts):
+    """A release's life across pod lifetimes: volumes persist per ordinal, the membership lives in
+    the stub cluster, and each step checks who is a member afterwards."""
+    cluster = pathlib.Path(root) / "cluster"
+    cluster.mkdir()
+    volumes = {i: pathlib.Path(root) / f"volume-{i}" for i in range(5)}
+    formed = {"value": "false"}
+
+    def pod(i):
+        return Pod(root, scripts, i, formed=formed["value"], volume=volumes[i], cluster=cluster)
+
+    def desired(n):
+        (cluster / "scale.json").write_text(json.dumps({"spec": {"replicas": n} if n else {}}))
+
+    def start(i):
+        p = pod(i)
+        assert p.run("start.sh").returncode == 0
+        assert p.run("poststart.sh").returncode == 0
+        return p
+
+    def members():
+        return json.loads((cluster / "members").read_text())
+
+    for i in range(3):  # every initial member answers status once it runs
+        (cluster / f"status-ok-{host(i)}").write_text("")
+
+    desired(3)
+    for i in range(3):
+        start(i)
+    assert members() == [1, 2, 3], members()
+    formed["value"] = "true"  # the install's follow-up `helm upgrade --set cluster.formed=true`
+
+    desired(5)  # scale up: pods 3 and 4 join and add themselves
+    for i in (3, 4):
+        start(i)
+    assert members() == [1, 2, 3, 4, 5], members()
+
+    desired(3)  # scale down: pods 4 and 3 drain before they stop
+    for i in (4, 3):
+        assert pod(i).run("prestop.sh").returncode == 0
+    assert members() == [1, 2, 3], members()
+
+    p = pod(1)  # a rolling restart of pod 1: no drain, restarts on its data
+    assert p.run("prestop.sh").returncode == 0
+    p = start(1)
+    assert "--join" not in p.node_call() and "--bootstrap" not in p.node_call()
+    assert members() == [1, 2, 3], members()
+
+    desired(4)  # scale up again: pod 3's old volume is discarded and it joins afresh
+    p = start(3)
+    assert flag(p.node_call(), "--join") and members() == [1, 2, 3, 4], members()
+
+    # Pod 0 loses its disk: the operator removes node 1, the pod comes back empty and joins.
+    pod(0).run("prestop.sh")
+    subprocess.run([str(pod(0).stub / "settle"), "cluster", "remove-node", "--id", "1"],
+                   env=pod(0).env, check=True)
+    assert members() == [2, 3, 4], members()
+    for f in volumes[0].iterdir():
+        subprocess.run(["rm", "-rf", str(f)], check=True)
+    p = start(0)
+    assert "--bootstrap" not in p.node_call() and flag(p.node_call(), "--join") == f"{host(1)}:4434"
+    assert members() == [1, 2, 3, 4], members()
+
+    desired(0)  # scale to zero: nobody drains, the membership stays for the way back
+    for i in range(4):
+        assert pod(i).run("prestop.sh").returncode == 0
+    assert members() == [1, 2, 3, 4], members()
+
+
 def main():
     with open(sys.argv[1], encoding="utf-8") as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -224,7 +323,9 @@ def main():
     assert len(cms) == 1, "render with release name 't' and namespace 'ns'"
     with tempfile.TemporaryDirectory(prefix="settle-hooks-") as root:
         cases(root, cms[0]["data"])
-    print("test_hooks: start, postStart and preStop decisions ok")
+        lifecycle(root, cms[0]["data"])
+    print("test_hooks: start, postStart and preStop decisions ok; lifecycle install, scale 3-5-3-4, "
+          "restart, lost disk, scale to 0 ok")
 
 
 if __name__ == "__main__":
