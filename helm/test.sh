@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chart checks without a Kubernetes cluster: helm lint --strict, helm template with the default
 # values and several value sets, schema validation of every rendered object (kubernetes-validate
-# --strict, Kubernetes 1.33), the chart's safety properties (helm/tests/check_rendered.py), the
+# --strict, Kubernetes 1.33 and 1.27), the chart's safety properties (helm/tests/check_rendered.py), the
 # start script and hooks run against stubs (helm/tests/test_hooks.py), value combinations that
 # must be refused, shellcheck of the scripts, and the Dockerfile's static checks
 # (tools/ops/check_dockerfile.py).
@@ -13,7 +13,8 @@ source scripts/setup-chart-tools.sh
 HELM="$SETTLE_TOOLS/helm"
 KV="$SETTLE_TOOLS/venv/bin/kubernetes-validate"
 PY="$SETTLE_TOOLS/venv/bin/python"
-K8S_VERSION=1.33.0
+# The target version, and the oldest the chart supports (Chart.yaml kubeVersion).
+K8S_VERSIONS=(1.33.0 1.27.0)
 
 python3 tools/ops/check_dockerfile.py .
 
@@ -51,13 +52,15 @@ for case in "${cases[@]}"; do
   "$HELM" template t "$chart" --namespace ns "${vargs[@]}" >"$work/$name.yaml"
   # ServiceMonitor is a CRD the bundled schemas do not know (a warning, hidden); check_rendered.py
   # checks its shape.
-  if ! "$KV" --strict --quiet --no-warn -k "$K8S_VERSION" "$work/$name.yaml" >"$work/kv.out" 2>&1; then
-    cat "$work/kv.out" >&2
-    exit 1
-  fi
+  for k8s in "${K8S_VERSIONS[@]}"; do
+    if ! "$KV" --strict --quiet --no-warn -k "$k8s" "$work/$name.yaml" >"$work/kv.out" 2>&1; then
+      cat "$work/kv.out" >&2
+      exit 1
+    fi
+  done
   # shellcheck disable=SC2086 # check_args is a list of words
   "$PY" helm/tests/check_rendered.py "$work/$name.yaml" $check_args
-  echo "helm/test.sh: $name: lint, render, schema ($K8S_VERSION) and safety checks ok"
+  echo "helm/test.sh: $name: lint, render, schema (${K8S_VERSIONS[*]}) and safety checks ok"
 done
 
 "$PY" helm/tests/check_rendered.py "$work/servicemonitor.yaml" --nodes 3 --shard-replicas 3 --servicemonitor --self-test
