@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Chart checks without a Kubernetes cluster: helm lint --strict, helm template with the default
 # values and several value sets, schema validation of every rendered object (kubernetes-validate
-# --strict, Kubernetes 1.33 and 1.27), the chart's safety properties (helm/tests/check_rendered.py), the
-# start script and hooks run against stubs (helm/tests/test_hooks.py), value combinations that
-# must be refused, shellcheck of the scripts, and the Dockerfile's static checks
-# (tools/ops/check_dockerfile.py).
+# --strict, Kubernetes 1.33 and 1.27), the chart's safety properties
+# (helm/tests/check_rendered.py), the start script and hooks run against stubs
+# (helm/tests/test_hooks.py), value combinations that must be refused, shellcheck of the scripts,
+# and the Dockerfile's static checks (tools/ops/check_dockerfile.py).
 # Tools come from scripts/setup-chart-tools.sh (cached under ~/.cache/settle/tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
