@@ -26,6 +26,9 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c "import aioquic" >/dev/nul
   python3 -m pip install --quiet aioquic >/dev/null 2>&1 || echo "setup: could not install aioquic; the interop test will be skipped" >&2
 fi
 
+# The Helm chart checks (helm/test.sh) need helm and kubernetes-validate; cached, offline-friendly.
+source "$(dirname "${BASH_SOURCE[0]}")/setup-chart-tools.sh"
+
 # One target directory for every clone on this machine, so builds stay warm (RocksDB takes ~9
 # minutes cold on two cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/settle/target}"

@@ -14,3 +14,7 @@ cargo test --locked --workspace
 # through an independent Python reading of the spec (tools/refimpl) must agree exactly.
 cargo build --locked -q -p settle-node --bin settle
 python3 tools/refimpl/diffcheck.py "$CARGO_TARGET_DIR/debug/settle" --cases 300 --seed 1
+
+# The container image and the Helm chart: Dockerfile static checks, helm lint/template, schema
+# validation, and the chart's quorum, probe and hook properties (no Kubernetes cluster needed).
+bash helm/test.sh
