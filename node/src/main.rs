@@ -226,7 +226,21 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
         eprintln!("  stop:     Ctrl-C");
     }
 
-    wait_for_signal().await?;
+    // A stopped engine (a failed durable write) must end the process, so that a supervisor
+    // restarts it and recovery runs, instead of a node that answers every request with an error.
+    let engine_stopped = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            None
+        }
+        reason = engine.stopped() => Some(reason),
+    };
+    if let Some(reason) = engine_stopped {
+        eprintln!("settle: the engine stopped: {reason}");
+        let _ = stop_tx.send(true);
+        ingress.shutdown().await;
+        anyhow::bail!("the engine stopped: {reason}");
+    }
     eprintln!("settle: shutting down");
     let _ = stop_tx.send(true);
     if let Some(t) = trickle {
