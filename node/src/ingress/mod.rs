@@ -447,10 +447,21 @@ async fn submit<B: Backend>(batch: wire::SubmitBatch, shared: &Shared<B>) -> Res
     if results.len() != partners.len() {
         return Response::error(ErrorCode::Internal, "the engine answered a different number of results");
     }
+    // Settlement currencies (to format amounts) under one lock for the whole batch; a partner
+    // not seen before is asked of the engine once.
+    let mut currencies: Vec<Option<Currency>> = vec![None; results.len()];
+    if let Ok(known) = shared.currencies.lock() {
+        for ((slot, result), partner) in currencies.iter_mut().zip(&results).zip(&partners) {
+            if let (settle_core::Outcome::Applied(_), Some(p)) = (&result.outcome, partner) {
+                *slot = known.get(p.as_str()).copied();
+            }
+        }
+    }
     let mut out = Vec::with_capacity(results.len());
-    for (result, partner) in results.iter().zip(partners) {
-        let currency = match (&result.outcome, partner) {
-            (settle_core::Outcome::Applied(_), Some(p)) => match partner_currency(shared, &p).await {
+    for ((result, partner), known) in results.iter().zip(partners).zip(currencies) {
+        let currency = match (&result.outcome, partner, known) {
+            (_, _, Some(c)) => Some(c),
+            (settle_core::Outcome::Applied(_), Some(p), None) => match partner_currency(shared, &p).await {
                 Ok(c) => c,
                 Err(e) => return backend_error(e),
             },
