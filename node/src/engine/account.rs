@@ -130,12 +130,11 @@ pub(crate) type FirstSeen = (TxInput, Outcome);
 #[derive(Debug)]
 pub(crate) struct Done {
     pub(crate) partner: u32,
-    pub(crate) partner_id: String,
     pub(crate) results: Vec<(ResultSlot, TxResult)>,
     pub(crate) log: TxLog,
     pub(crate) statements: Vec<Statement>,
-    /// Accepted contract versions: (seq, registration index, version).
-    pub(crate) versions: Vec<(u64, u32, ContractVersion)>,
+    /// Accepted contract versions: (seq, partner id, registration index, version).
+    pub(crate) versions: Vec<(u64, String, u32, ContractVersion)>,
     pub(crate) control: Vec<(u32, Result<(), String>)>,
     pub(crate) balances: Vec<(u32, Balance)>,
     pub(crate) lookups: Vec<(u32, Found)>,
@@ -165,7 +164,6 @@ impl ActorState {
         let txs = work.iter().filter(|w| matches!(w, Work::Tx { .. })).count();
         let mut done = Done {
             partner: self.index,
-            partner_id: self.cell.account.id().to_string(),
             results: Vec::with_capacity(txs),
             log: TxLog::with_capacity(txs),
             statements: Vec::new(),
@@ -194,7 +192,7 @@ impl ActorState {
                     match self.cell.account.add_contract_version(version) {
                         Ok(()) => {
                             let index = u32::try_from(index).unwrap_or(u32::MAX);
-                            done.versions.push((seq, index, kept));
+                            done.versions.push((seq, self.cell.account.id().to_string(), index, kept));
                             done.control.push((reply, Ok(())));
                         }
                         Err(e) => done.control.push((reply, Err(e.to_string()))),

@@ -56,9 +56,7 @@ impl CommitJob {
             self.logs.push(done.log);
         }
         self.statements.extend(done.statements);
-        for (seq, index, version) in done.versions {
-            self.versions.push((seq, done.partner_id.clone(), index, version));
-        }
+        self.versions.extend(done.versions);
         for (reply, outcome) in done.control {
             if let Some(entry) = self.control.get_mut(reply as usize) {
                 entry.1 = Some(outcome.map_err(EngineError::Rejected));
