@@ -55,6 +55,13 @@ enum Command {
         /// Requests processed at once before answering OVERLOADED.
         #[arg(long, default_value_t = MAX_IN_FLIGHT_REQUESTS)]
         max_in_flight: usize,
+        #[command(flatten)]
+        cluster: Box<ClusterArgs>,
+    },
+    /// Operate a cluster through any member's client address (docs/cluster-interface.md).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
     },
     /// A ready-to-use local node: data under ./data, demo partners and FX rates, and a trickle of
     /// demo traffic through the real QUIC path. Stop it with Ctrl-C.
@@ -72,6 +79,74 @@ enum Command {
     },
 }
 
+/// How `settle cluster` reaches a member.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// Any member's client (`--listen`) address.
+    #[arg(long)]
+    target: SocketAddr,
+    /// The certificate (PEM) to trust.
+    #[arg(long)]
+    cert: PathBuf,
+    /// A file holding the API key.
+    #[arg(long)]
+    api_key_file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Nodes, shards, leaders, replication lag, per-replica applied index and state hash.
+    Status {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print the JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node (not implemented yet).
+    AddNode {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        peer: SocketAddr,
+    },
+    /// Drain and remove a node (not implemented yet).
+    RemoveNode {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// Cluster mode of `settle node` (docs/cluster-interface.md); without `--id` the node is standalone.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// This node's id in the cluster (enables cluster mode).
+    #[arg(long, requires = "peer_listen")]
+    id: Option<u64>,
+    /// Node-to-node (Raft) QUIC address.
+    #[arg(long, requires = "id")]
+    peer_listen: Option<SocketAddr>,
+    /// HTTP address (served by the HTTP API when present; reported in the ready line).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// First start of an initial member: every initial member's peer address, as 1=HOST:PORT,...
+    #[arg(long, requires = "id", conflicts_with = "join")]
+    bootstrap: Option<String>,
+    /// First start of a new node: the peer address of any member.
+    #[arg(long, requires = "id")]
+    join: Option<String>,
+    /// Shard groups (read at bootstrap only).
+    #[arg(long, default_value_t = settle_cluster::meta::DEFAULT_SHARDS)]
+    shards: u32,
+    /// Replicas per shard (read at bootstrap only).
+    #[arg(long, default_value_t = settle_cluster::meta::DEFAULT_REPLICAS)]
+    replicas: u32,
+}
+
 /// Exit code for input that is not well formed (spec: a malformed scenario exits with 2).
 const EXIT_MALFORMED: u8 = 2;
 /// File under a dev data dir holding the dev API key in clear (dev mode only: it is meant to be
@@ -82,14 +157,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay { scenario } => replay(&scenario),
-        Command::Node { data, listen, cert, key, api_key_file, max_in_flight } => {
+        Command::Node { data, listen, cert, key, api_key_file, max_in_flight, cluster } => {
             let tls = match (cert, key) {
                 (Some(cert), Some(key)) => TlsSource::Files { cert, key },
                 _ => TlsSource::Dev { dir: data.join("tls") },
             };
             let opts = NodeOptions { data, listen, tls, api_key_file, max_in_flight, dev: None };
-            run_async(run_node(opts))
+            match cluster.id {
+                Some(_) => run_async(run_cluster_node(opts, *cluster)),
+                None => run_async(run_node(opts)),
+            }
         }
+        Command::Cluster { action } => run_async(cluster_command(action)),
         Command::Dev { data, listen, partners, quiet } => {
             let tls = TlsSource::Dev { dir: data.join("tls") };
             let key_file = data.join(DEV_API_KEY_FILE);
@@ -226,6 +305,122 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
     }
     ingress.shutdown().await;
     backend::shutdown(engine).await?;
+    print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
+    Ok(())
+}
+
+async fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
+    let (target, json) = match action {
+        ClusterAction::Status { target, json } => (target, json),
+        ClusterAction::AddNode { .. } | ClusterAction::RemoveNode { .. } => {
+            anyhow::bail!("add-node and remove-node are not implemented yet")
+        }
+    };
+    let pem =
+        std::fs::read(&target.cert).with_context(|| format!("cannot read {}", target.cert.display()))?;
+    let key = read_key(&target.api_key_file)?;
+    let client =
+        settle_client::Client::connect(settle_client::ClientConfig::new(target.target, pem, key)).await?;
+    let text = client.cluster_status().await?;
+    if json {
+        return print_line(&text);
+    }
+    let status: serde_json::Value = serde_json::from_str(&text).context("bad status JSON")?;
+    let mut out = String::new();
+    for node in status["nodes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "node {} peer {} quic {} {}\n",
+            node["id"],
+            node["peer"].as_str().unwrap_or("?"),
+            node["quic"].as_str().unwrap_or("?"),
+            if node["up"].as_bool() == Some(true) { "up" } else { "DOWN" }
+        ));
+    }
+    for shard in status["shards"].as_array().into_iter().flatten() {
+        let replicas: Vec<String> = shard["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{}@{}(lag {})", r["node"], r["applied_index"], r["lag"]))
+            .collect();
+        out.push_str(&format!(
+            "shard {} leader {} {}\n",
+            shard["shard"],
+            shard["leader"],
+            replicas.join(" ")
+        ));
+    }
+    print_line(out.trim_end())
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+fn parse_members(text: &str) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').with_context(|| format!("{part:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().with_context(|| format!("{part:?}: bad node id"))?;
+        let addr: SocketAddr = addr.trim().parse().with_context(|| format!("{part:?}: bad address"))?;
+        if out.insert(id, addr.to_string()).is_some() {
+            anyhow::bail!("node {id} is listed twice");
+        }
+    }
+    Ok(out)
+}
+
+async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Result<()> {
+    let (Some(id), Some(peer_listen)) = (cluster.id, cluster.peer_listen) else {
+        anyhow::bail!("cluster mode needs --id and --peer-listen");
+    };
+    if cluster.join.is_some() {
+        anyhow::bail!("--join is not implemented yet; start every initial member with --bootstrap");
+    }
+    std::fs::create_dir_all(&opts.data).with_context(|| format!("cannot create {}", opts.data.display()))?;
+    let plain_key = match &opts.api_key_file {
+        Some(path) => Some(read_key(path)?),
+        None => None,
+    };
+    let (keys, generated) = ApiKeys::load_or_init(&opts.data, plain_key.as_deref())?;
+    let material = settle_node::ingress::tls::load(&opts.tls)?;
+    let bootstrap = cluster.bootstrap.as_deref().map(parse_members).transpose()?;
+    let handle = settle_cluster::ClusterHandle::start(settle_cluster::ClusterOptions {
+        id,
+        data_dir: opts.data.clone(),
+        peer_listen,
+        bootstrap,
+        shards: cluster.shards,
+        replicas: cluster.replicas,
+        fx_max_age: settle_core::Span::from_hours(settle_core::ledger::DEFAULT_FX_MAX_AGE_HOURS),
+        hash_seed: 0,
+        tls: settle_cluster::PeerTls { chain: material.chain, key: material.key },
+    })
+    .await?;
+    let config = IngressConfig {
+        listen: opts.listen,
+        state_dir: opts.data.clone(),
+        tls: opts.tls.clone(),
+        keys,
+        max_in_flight: opts.max_in_flight,
+    };
+    let ingress = Ingress::start(config, handle.clone()).await?;
+    let addr = ingress.local_addr();
+    let cert = ingress.cert_path().to_path_buf();
+    let http = cluster.http.map(|h| h.to_string());
+    handle.announce(addr.to_string(), http.clone());
+    let ready = serde_json::json!({
+        "event": "ready",
+        "node_id": id,
+        "quic": addr.to_string(),
+        "peer": handle.peer_addr(),
+        "http": http,
+        "cert": cert.display().to_string(),
+        "api_key": generated,
+        "data": opts.data.display().to_string(),
+    });
+    print_line(&ready.to_string())?;
+    wait_for_signal().await?;
+    eprintln!("settle: shutting down");
+    ingress.shutdown().await;
+    handle.shutdown().await;
     print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
     Ok(())
 }
