@@ -20,8 +20,9 @@ use settle_storage::RaftDb;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// Heartbeat interval of every group, in milliseconds.
 pub const HEARTBEAT_MS: u64 = 100;
@@ -38,6 +39,11 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most transactions in one submission (as the standalone engine).
 pub const MAX_SUBMIT_TXS: usize = 65_536;
+/// Most transactions merged into one shard log entry.
+pub const MAX_ENTRY_TXS: usize = 8192;
+/// Entries of one shard a node has proposed and not yet seen committed; submissions arriving
+/// meanwhile wait and are merged into the next entry (one entry, one append, many transactions).
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
 /// How often shard leaders look for periods due to close.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -89,7 +95,12 @@ struct Inner {
     config: ClusterConfig,
     groups: RwLock<HashMap<GroupId, Arc<Group>>>,
     peers: Arc<Peers>,
+    /// Per shard: submissions waiting to be merged into the next entry.
+    batchers: Vec<mpsc::UnboundedSender<ShardWork>>,
 }
+
+/// Transactions for one shard and where their results go.
+type ShardWork = (Vec<TxInput>, oneshot::Sender<Result<Vec<TxResult>, String>>);
 
 /// A running clustered node; cheap to clone.
 #[derive(Clone, Debug)]
@@ -183,8 +194,16 @@ impl ClusterHandle {
             }
             groups.insert(group, Arc::new(Group { raft, sm }));
         }
+        let mut batchers = Vec::new();
+        let mut batcher_rx = Vec::new();
+        for _ in 0..config.shards {
+            let (tx, rx) = mpsc::unbounded_channel();
+            batchers.push(tx);
+            batcher_rx.push(rx);
+        }
         let handle = ClusterHandle {
             inner: Arc::new(Inner {
+                batchers,
                 id: opts.id,
                 info: std::sync::Mutex::new(info),
                 config,
@@ -192,6 +211,9 @@ impl ClusterHandle {
                 peers: Arc::clone(&peers),
             }),
         };
+        for (shard, rx) in batcher_rx.into_iter().enumerate() {
+            tokio::spawn(run_batcher(Arc::downgrade(&handle.inner), shard as u32, rx));
+        }
         peers.serve(Arc::new(handle.clone()));
         handle.spawn_background();
         Ok(handle)
@@ -308,10 +330,15 @@ impl ClusterHandle {
                 },
                 Some(l) => {
                     let req = PeerReq::Forward { group, cmd: cmd.clone() };
-                    match self.inner.peers.call(l, &req, FORWARD_TIMEOUT).await {
-                        Ok(PeerResp::Forward(r)) => r,
-                        Ok(_) => Err(ForwardError::Failed("unexpected answer".into())),
-                        Err(e) => Err(ForwardError::Failed(e.to_string())),
+                    // A leader that died does not answer: stop waiting for it as soon as the
+                    // local replica sees another leader (a retry is safe: ids are idempotent).
+                    tokio::select! {
+                        answer = self.inner.peers.call(l, &req, FORWARD_TIMEOUT) => match answer {
+                            Ok(PeerResp::Forward(r)) => r,
+                            Ok(_) => Err(ForwardError::Failed("unexpected answer".into())),
+                            Err(e) => Err(ForwardError::Failed(e.to_string())),
+                        },
+                        () = self.leader_moved(group, l) => Err(ForwardError::NotLeader(None)),
                     }
                 }
                 None => Err(ForwardError::NotLeader(None)),
@@ -329,6 +356,22 @@ impl ClusterHandle {
             }
             if hint.is_none() {
                 self.wait_for_leader_change(group, leader).await;
+            }
+        }
+    }
+
+    /// Resolves when the local replica of `group` knows a leader other than `from` (never, when
+    /// this node holds no replica of it).
+    async fn leader_moved(&self, group: GroupId, from: NodeId) {
+        let Some(g) = self.group(group) else { return std::future::pending().await };
+        let mut metrics = g.raft.metrics();
+        loop {
+            let leader = metrics.borrow().current_leader;
+            if leader.is_some_and(|l| l != from) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }
@@ -371,29 +414,33 @@ impl ClusterHandle {
             slot.1.push(tx);
         }
         let total: usize = by_shard.values().map(|(p, _)| p.len()).sum();
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut waits = Vec::with_capacity(by_shard.len());
         for (shard, (positions, txs)) in by_shard {
-            let me = self.clone();
-            tasks.spawn(async move {
-                let n = txs.len();
-                let cmd = Cmd::Txs(Arc::new(TxBatch { received_at: Instant(0), txs }));
-                match me.propose(shard_group(shard), cmd).await? {
-                    Resp::Txs(results) if results.len() == n => Ok((positions, results)),
-                    other => Err(ClusterError::Storage(format!("shard {shard} answered {other:?}"))),
-                }
-            });
+            let (reply, wait) = oneshot::channel();
+            let sender = self
+                .inner
+                .batchers
+                .get(shard as usize)
+                .ok_or_else(|| ClusterError::Storage(format!("no batcher for shard {shard}")))?;
+            if sender.send((txs, reply)).is_err() {
+                return Err(ClusterError::Unavailable("the node is shutting down".into()));
+            }
+            waits.push((positions, wait));
         }
         let mut out: Vec<Option<TxResult>> = vec![None; total];
         let mut first_error = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok((positions, results))) => {
+        for (positions, wait) in waits {
+            match wait.await {
+                Ok(Ok(results)) => {
                     for (pos, result) in positions.into_iter().zip(results) {
                         out[pos] = Some(result);
                     }
                 }
-                Ok(Err(e)) => first_error = first_error.or(Some(e)),
-                Err(e) => first_error = first_error.or(Some(ClusterError::Storage(e.to_string()))),
+                Ok(Err(e)) => first_error = first_error.or(Some(ClusterError::Unavailable(e))),
+                Err(_) => {
+                    first_error =
+                        first_error.or(Some(ClusterError::Unavailable("the node is shutting down".into())))
+                }
             }
         }
         if let Some(e) = first_error {
@@ -601,6 +648,61 @@ impl ClusterHandle {
             let _ = g.raft.shutdown().await;
         }
         self.inner.peers.close();
+    }
+}
+
+/// Merges the submissions queued for one shard into one entry, with at most
+/// [`MAX_PROPOSALS_IN_FLIGHT`] entries of the shard proposed and not yet answered.
+async fn run_batcher(inner: Weak<Inner>, shard: u32, mut rx: mpsc::UnboundedReceiver<ShardWork>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let mut n = first.0.len();
+        let mut works = vec![first];
+        while n < MAX_ENTRY_TXS {
+            match rx.try_recv() {
+                Ok(work) => {
+                    n += work.0.len();
+                    works.push(work);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            for (_, reply) in works {
+                let _ = reply.send(Err("the node is shutting down".into()));
+            }
+            return;
+        };
+        let me = ClusterHandle { inner };
+        tokio::spawn(async move {
+            let mut txs = Vec::with_capacity(n);
+            let mut replies = Vec::with_capacity(works.len());
+            for (part, reply) in works {
+                replies.push((part.len(), reply));
+                txs.extend(part);
+            }
+            let cmd = Cmd::Txs(Arc::new(TxBatch { received_at: Instant(0), txs }));
+            let answer = match me.propose(shard_group(shard), cmd).await {
+                Ok(Resp::Txs(results)) if results.len() == n => Ok(results),
+                Ok(other) => Err(format!("shard {shard} answered {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            drop(permit);
+            match answer {
+                Ok(results) => {
+                    let mut results = results.into_iter();
+                    for (len, reply) in replies {
+                        let _ = reply.send(Ok(results.by_ref().take(len).collect()));
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 

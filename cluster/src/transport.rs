@@ -32,8 +32,9 @@ pub const PEER_ALPN: &[u8] = b"settle-peer/1";
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 /// Time to establish a connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A peer connection idle this long is closed (heartbeats keep live ones busy).
-pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer connection silent this long is closed (keep-alives every quarter of it keep live ones
+/// open), so a killed peer's connection is dropped and a restarted peer reconnected quickly.
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Concurrent RPC streams one peer may open.
 pub const MAX_PEER_STREAMS: u32 = 4096;
 
@@ -281,8 +282,12 @@ pub trait PeerService: Send + Sync + 'static {
 pub struct Peers {
     endpoint: quinn::Endpoint,
     addrs: std::sync::Mutex<HashMap<NodeId, SocketAddr>>,
-    conns: tokio::sync::Mutex<HashMap<NodeId, quinn::Connection>>,
+    /// Per peer, its connection; each slot has its own lock, so connecting to a dead peer never
+    /// delays calls to the others.
+    conns: std::sync::Mutex<HashMap<NodeId, Slot>>,
 }
+
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 
 impl Peers {
     /// Binds `listen`.
@@ -294,7 +299,7 @@ impl Peers {
         Ok(Arc::new(Peers {
             endpoint,
             addrs: std::sync::Mutex::new(HashMap::new()),
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -339,25 +344,42 @@ impl Peers {
         })
     }
 
+    fn slot(&self, node: NodeId) -> Slot {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(conns.entry(node).or_default())
+    }
+
     async fn connection(&self, node: NodeId) -> Result<quinn::Connection, PeerError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(conn) = conns.get(&node) {
-            if conn.close_reason().is_none() {
-                return Ok(conn.clone());
+        let slot = self.slot(node);
+        let mut conn = slot.lock().await;
+        if let Some(c) = conn.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
             }
         }
-        conns.remove(&node);
+        *conn = None;
         let addr = self.addr(node).ok_or_else(|| PeerError::Unreachable(node, "address unknown".into()))?;
         let connecting = self
             .endpoint
             .connect(addr, "localhost")
             .map_err(|e| PeerError::Unreachable(node, e.to_string()))?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        let c = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| PeerError::Unreachable(node, "connect timed out".into()))?
             .map_err(|e| PeerError::Unreachable(node, e.to_string()))?;
-        conns.insert(node, conn.clone());
-        Ok(conn)
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets `conn` if it is still the cached connection to `node` (after a failed call: a
+    /// peer that was killed and restarted must get a fresh connection at once).
+    async fn forget(&self, node: NodeId, conn: &quinn::Connection) {
+        let slot = self.slot(node);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            conn.close(quinn::VarInt::from_u32(1), b"failed call");
+            *cached = None;
+        }
     }
 
     /// One request to `node`, answered within `timeout`.
@@ -375,11 +397,17 @@ impl Peers {
                 .map_err(|e| PeerError::Io(node, e.to_string()))?;
             bincode::deserialize::<PeerResp>(&answer).map_err(|e| PeerError::Io(node, e.to_string()))
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(PeerResp::Refused(why))) => Err(PeerError::Refused(node, why)),
             Ok(result) => result,
             Err(_) => Err(PeerError::Timeout(node)),
+        };
+        // A timeout says nothing about the connection (the peer may just be slow); a dead peer's
+        // connection ends at the idle timeout.
+        if matches!(result, Err(PeerError::Io(..))) {
+            self.forget(node, &conn).await;
         }
+        result
     }
 
     /// Closes the endpoint (peers see the connection close at once).
