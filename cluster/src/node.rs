@@ -10,7 +10,9 @@ use crate::state_machine::{GroupSm, SmKind};
 use crate::transport::{
     ForwardError, GroupStatus, NodeStatus, PeerReq, PeerResp, PeerService, PeerTls, Peers,
 };
-use crate::types::{shard_group, shard_of, Cmd, GroupId, MetaCmd, NodeId, Raft, Resp, TxBatch, META_GROUP};
+use crate::types::{
+    shard_group, shard_of, Cmd, GroupId, MetaCmd, NodeId, Raft, Resp, TxBatch, TxList, META_GROUP,
+};
 use crate::writer::LogWriter;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
@@ -295,11 +297,7 @@ impl ClusterHandle {
     /// Proposes on this node's replica, which should lead; the leader stamps transactions.
     async fn local_write(&self, g: &Group, cmd: Cmd) -> Result<Resp, ForwardError> {
         let cmd = match cmd {
-            Cmd::Txs(batch) => {
-                let mut batch = Arc::unwrap_or_clone(batch);
-                batch.received_at = now();
-                Cmd::Txs(Arc::new(batch))
-            }
+            Cmd::Txs(batch) => Cmd::Txs(TxBatch { received_at: now(), txs: batch.txs }),
             other => other,
         };
         match g.raft.client_write(cmd).await {
@@ -682,7 +680,7 @@ async fn run_batcher(inner: Weak<Inner>, shard: u32, mut rx: mpsc::UnboundedRece
                 replies.push((part.len(), reply));
                 txs.extend(part);
             }
-            let cmd = Cmd::Txs(Arc::new(TxBatch { received_at: Instant(0), txs }));
+            let cmd = Cmd::Txs(TxBatch { received_at: Instant(0), txs: Arc::new(TxList::new(txs)) });
             let answer = match me.propose(shard_group(shard), cmd).await {
                 Ok(Resp::Txs(results)) if results.len() == n => Ok(results),
                 Ok(other) => Err(format!("shard {shard} answered {other:?}")),

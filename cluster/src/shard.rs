@@ -104,8 +104,8 @@ impl ShardState {
 
     fn apply_txs(&mut self, batch: &TxBatch) -> Vec<TxResult> {
         let at = self.stamp(batch.received_at);
-        let mut results = Vec::with_capacity(batch.txs.len());
-        for tx in &batch.txs {
+        let mut results = Vec::with_capacity(batch.txs.txs.len());
+        for tx in &batch.txs.txs {
             let mut tx = tx.clone();
             tx.received_at = at;
             let account = tx.partner.as_deref().and_then(|p| self.by_id.get(p)).copied();

@@ -48,11 +48,33 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
 
+/// Transactions for one shard, with their encoding made once: an entry is encoded for the
+/// leader's log and for every follower's append, and a follower keeps the bytes it decoded.
+#[derive(Debug, PartialEq)]
+pub struct TxList {
+    pub txs: Vec<TxInput>,
+    encoded: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl TxList {
+    pub fn new(txs: Vec<TxInput>) -> TxList {
+        TxList { txs, encoded: std::sync::OnceLock::new() }
+    }
+
+    fn encoded(&self) -> &[u8] {
+        self.encoded.get_or_init(|| {
+            let mut out = Vec::new();
+            codec::encode_tx_list(&mut out, &self.txs);
+            out
+        })
+    }
+}
+
 /// Transactions stamped by the shard leader with one `received_at`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TxBatch {
     pub received_at: Instant,
-    pub txs: Vec<TxInput>,
+    pub txs: Arc<TxList>,
 }
 
 /// What the metadata group records.
@@ -70,7 +92,7 @@ pub enum MetaCmd {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cmd {
     /// A client batch for one shard (the leader's stamp is inside).
-    Txs(Arc<TxBatch>),
+    Txs(TxBatch),
     /// An FX publication; proposed to every shard, so each shard orders it against its
     /// transactions in its own log.
     Rates(Arc<Vec<FxRate>>),
@@ -87,7 +109,10 @@ const TAG_META: u8 = 0x80;
 impl Cmd {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Cmd::Txs(batch) => codec::encode_tx_batch(out, batch.received_at, &batch.txs),
+            Cmd::Txs(batch) => {
+                codec::encode_tx_batch_head(out, batch.received_at);
+                out.extend_from_slice(batch.txs.encoded());
+            }
             Cmd::Rates(rates) => codec::encode_rates_entry(out, rates),
             Cmd::Register(partner) => codec::encode_partner_entry(out, partner),
             Cmd::AddVersion(v) => codec::encode_contract_version_entry(out, &v.0, &v.1),
@@ -103,8 +128,9 @@ impl Cmd {
     pub fn decode(bytes: &[u8]) -> Result<Cmd, String> {
         match bytes.first() {
             Some(&codec::LOG_TX_BATCH) => {
-                let (received_at, txs) = codec::decode_tx_batch(bytes).map_err(|e| e.to_string())?;
-                Ok(Cmd::Txs(Arc::new(TxBatch { received_at, txs })))
+                let (received_at, txs, list) = codec::decode_tx_batch(bytes).map_err(|e| e.to_string())?;
+                let encoded = std::sync::OnceLock::from(bytes.get(list..).unwrap_or_default().to_vec());
+                Ok(Cmd::Txs(TxBatch { received_at, txs: Arc::new(TxList { txs, encoded }) }))
             }
             Some(&TAG_META) => serde_json::from_slice(&bytes[1..]).map(Cmd::Meta).map_err(|e| e.to_string()),
             _ => match codec::decode_log_entry(bytes).map_err(|e| e.to_string())? {
@@ -132,7 +158,8 @@ impl Serialize for Cmd {
 
 impl<'de> Deserialize<'de> for Cmd {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cmd, D::Error> {
-        let bytes: Vec<u8> = serde::de::Deserialize::deserialize(d)?;
+        let bytes: serde_bytes_buf::Buf = serde::de::Deserialize::deserialize(d)?;
+        let bytes = bytes.0;
         Cmd::decode(&bytes).map_err(serde::de::Error::custom)
     }
 }
@@ -165,7 +192,7 @@ impl Serialize for Resp {
 
 impl<'de> Deserialize<'de> for Resp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Resp, D::Error> {
-        let bytes: Vec<u8> = serde::de::Deserialize::deserialize(d)?;
+        let bytes = serde_bytes_buf::Buf::deserialize(d)?.0;
         match bytes.split_first() {
             Some((0, rest)) => {
                 codec::decode_tx_results(rest).map(Resp::Txs).map_err(serde::de::Error::custom)
@@ -176,12 +203,77 @@ impl<'de> Deserialize<'de> for Resp {
     }
 }
 
+/// Reads a byte string as one bulk copy (a plain `Vec<u8>` would be read byte by byte).
+mod serde_bytes_buf {
+    pub struct Buf(pub Vec<u8>);
+
+    struct Visitor;
+
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Buf;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Buf, E> {
+            Ok(Buf(v.to_vec()))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Buf, E> {
+            Ok(Buf(v))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Buf, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(Buf(out))
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Buf {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Buf, D::Error> {
+            d.deserialize_byte_buf(Visitor)
+        }
+    }
+}
+
 /// Snapshot bytes as openraft streams them.
 pub type SnapshotData = Cursor<Vec<u8>>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tx(id: &str, amount: &str) -> TxInput {
+        let value = serde_json::json!({"id": id, "partner": "p", "kind": "sale", "amount": amount,
+            "currency": "EUR", "occurred_at": "2026-01-02T10:00:00Z", "metadata": {"k": [1, 2]}});
+        settle_core::scenario::parse_transaction(&value, "tx", Some(Instant(5))).unwrap()
+    }
+
+    #[test]
+    fn commands_and_responses_round_trip_through_bincode() {
+        let txs = vec![tx("a", "10.00"), tx("b", "0.01")];
+        let cmd = Cmd::Txs(TxBatch { received_at: Instant(1_700_000_000), txs: Arc::new(TxList::new(txs)) });
+        let bytes = bincode::serialize(&cmd).unwrap();
+        let back: Cmd = bincode::deserialize(&bytes).unwrap();
+        let Cmd::Txs(batch) = &back else { panic!("{back:?}") };
+        assert_eq!(batch.received_at, Instant(1_700_000_000));
+        assert_eq!(batch.txs.txs.len(), 2);
+        // Every transaction carries the batch's stamp, whatever it had before.
+        assert!(batch.txs.txs.iter().all(|t| t.received_at == Instant(1_700_000_000)));
+        // Encoding the decoded command again gives the same bytes (the kept encoding).
+        assert_eq!(bincode::serialize(&back).unwrap(), bytes);
+        let meta = Cmd::Meta(MetaCmd::RemoveNode(4));
+        assert_eq!(bincode::deserialize::<Cmd>(&bincode::serialize(&meta).unwrap()).unwrap(), meta);
+        for resp in [Resp::Done(Ok(())), Resp::Done(Err("no".into()))] {
+            assert_eq!(bincode::deserialize::<Resp>(&bincode::serialize(&resp).unwrap()).unwrap(), resp);
+        }
+        assert!(Cmd::decode(&[]).is_err());
+        assert!(Cmd::decode(&bytes[..bytes.len() / 2]).is_err());
+    }
 
     #[test]
     fn shard_of_is_stable_and_in_range() {

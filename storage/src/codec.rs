@@ -191,6 +191,10 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
     fn finish(&self) -> Result<(), CodecError> {
         if self.at == self.bytes.len() {
             Ok(())
@@ -361,19 +365,31 @@ fn decode_outcome(r: &mut Reader<'_>) -> Result<Outcome, CodecError> {
 /// Most transactions one encoded batch may claim to hold (a bound on what a decoder reserves).
 pub const MAX_BATCH_TXS: usize = 1 << 20;
 
-/// A batch of transactions stamped with one `received_at` (a cluster log entry): tag, the
-/// instant, the count, then each transaction's fields (their own `received_at` is ignored).
+/// A batch of transactions stamped with one `received_at` (a cluster log entry): the head (tag,
+/// instant), then the list (count, each transaction's fields; their own `received_at` is
+/// ignored). The two parts are separate so that a list encoded once can be stamped again.
 pub fn encode_tx_batch(out: &mut Vec<u8>, received_at: Instant, txs: &[TxInput]) {
+    encode_tx_batch_head(out, received_at);
+    encode_tx_list(out, txs);
+}
+
+/// The head of [`encode_tx_batch`].
+pub fn encode_tx_batch_head(out: &mut Vec<u8>, received_at: Instant) {
     out.push(LOG_TX_BATCH);
     put_ivarint(out, received_at.0);
+}
+
+/// The list part of [`encode_tx_batch`].
+pub fn encode_tx_list(out: &mut Vec<u8>, txs: &[TxInput]) {
     put_uvarint(out, txs.len() as u128);
     for tx in txs {
         encode_tx_input(out, tx);
     }
 }
 
-/// Inverse of [`encode_tx_batch`]; every transaction gets the batch's `received_at`.
-pub fn decode_tx_batch(bytes: &[u8]) -> Result<(Instant, Vec<TxInput>), CodecError> {
+/// Inverse of [`encode_tx_batch`]; every transaction gets the batch's `received_at`. Also
+/// returns where the list part starts in `bytes`.
+pub fn decode_tx_batch(bytes: &[u8]) -> Result<(Instant, Vec<TxInput>, usize), CodecError> {
     const WHAT: &str = "transaction batch";
     let (&tag, body) = bytes.split_first().ok_or_else(|| bad(WHAT, "empty"))?;
     if tag != LOG_TX_BATCH {
@@ -381,6 +397,7 @@ pub fn decode_tx_batch(bytes: &[u8]) -> Result<(Instant, Vec<TxInput>), CodecErr
     }
     let mut r = Reader::new(body, WHAT);
     let at = r.instant()?;
+    let list_start = bytes.len() - r.remaining();
     let n = r.count(MAX_BATCH_TXS)?;
     let mut txs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -389,7 +406,7 @@ pub fn decode_tx_batch(bytes: &[u8]) -> Result<(Instant, Vec<TxInput>), CodecErr
         txs.push(tx);
     }
     r.finish()?;
-    Ok((at, txs))
+    Ok((at, txs, list_start))
 }
 
 /// The results of a batch, in order: a duplicate flag and the outcome each.
