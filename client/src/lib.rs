@@ -350,6 +350,16 @@ impl Client {
         }
     }
 
+    /// The cluster's status as JSON (`settle cluster status --json`); REJECTED from a
+    /// standalone node.
+    pub async fn cluster_status(&self) -> Result<String, ClientError> {
+        let req = Request::new(request::Body::GetClusterStatus(wire::GetClusterStatus {}));
+        match self.call(&req).await? {
+            response::Body::ClusterStatus(s) => Ok(s.json),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Registers a partner given as the spec's scenario partner object (JSON text).
     pub async fn register_partner(&self, partner_json: impl Into<String>) -> Result<(), ClientError> {
         let req = Request::new(request::Body::RegisterPartner(wire::RegisterPartner {

@@ -23,6 +23,10 @@ pub struct Args {
     /// A running node (QUIC address). Without it a fresh node is started for the run.
     #[arg(long)]
     pub target: Option<SocketAddr>,
+    /// Start a fresh local cluster of this many nodes (separate processes, temporary data dirs,
+    /// removed afterwards) and spread the connections over its members.
+    #[arg(long, conflicts_with = "target")]
+    pub cluster: Option<usize>,
     /// The certificate (PEM) to trust for --target.
     #[arg(long, requires = "target")]
     pub cert: Option<PathBuf>,

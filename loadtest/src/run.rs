@@ -2,7 +2,7 @@
 
 #![allow(clippy::float_arithmetic)] // rates and percentiles of the report only
 
-use crate::node::SpawnedNode;
+use crate::node::{SpawnedCluster, SpawnedNode};
 use crate::traffic::{self, Generator, History, Issued};
 use crate::verify;
 use crate::Args;
@@ -98,20 +98,38 @@ pub async fn main(args: Args) -> anyhow::Result<bool> {
     if args.batch == 0 || args.batch > settle_wire::MAX_BATCH_TXS {
         return Err(anyhow!("--batch must be 1..={}", settle_wire::MAX_BATCH_TXS));
     }
+    if let Some(n) = args.cluster {
+        if n == 0 {
+            return Err(anyhow!("--cluster needs at least one node"));
+        }
+        let cluster = tokio::task::spawn_blocking(move || SpawnedCluster::start(n)).await??;
+        let addrs: Vec<_> = cluster.nodes.iter().map(|node| node.addr).collect();
+        let target = (addrs, std::fs::read(&cluster.cert)?, cluster.api_key.clone());
+        let outcome = drive(&args, Some(target)).await;
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+        return outcome;
+    }
     let spawned = match args.target {
         Some(_) => None,
         None => Some(tokio::task::spawn_blocking(SpawnedNode::start).await??),
     };
-    let outcome = drive(&args, spawned.as_ref()).await;
+    let target = match &spawned {
+        Some(node) => Some((vec![node.addr], std::fs::read(&node.cert)?, node.api_key.clone())),
+        None => None,
+    };
+    let outcome = drive(&args, target).await;
     if let Some(node) = spawned {
         tokio::task::spawn_blocking(move || node.stop()).await??;
     }
     outcome
 }
 
-async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<bool> {
-    let (addr, pem, key) = match (spawned, args.target) {
-        (Some(node), _) => (node.addr, std::fs::read(&node.cert)?, node.api_key.clone()),
+/// The members to connect to (connections are spread over them), the certificate and the key.
+type Target = (Vec<std::net::SocketAddr>, Vec<u8>, String);
+
+async fn drive(args: &Args, spawned: Option<Target>) -> anyhow::Result<bool> {
+    let (addrs, pem, key) = match (spawned, args.target) {
+        (Some(target), _) => target,
         (None, Some(addr)) => {
             let cert = args.cert.as_ref().ok_or_else(|| anyhow!("--target needs --cert"))?;
             let pem = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
@@ -120,13 +138,14 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
                 (None, Some(f)) => std::fs::read_to_string(f)?.trim().to_string(),
                 (None, None) => return Err(anyhow!("--target needs --api-key or --api-key-file")),
             };
-            (addr, pem, key)
+            (vec![addr], pem, key)
         }
         (None, None) => return Err(anyhow!("no node")),
     };
+    let addr = *addrs.first().ok_or_else(|| anyhow!("no node"))?;
     let mut clients = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        clients.push(Arc::new(connect(args, addr, &pem, &key).await?));
+    for i in 0..args.connections.max(1) {
+        clients.push(Arc::new(connect(args, addrs[i % addrs.len()], &pem, &key).await?));
     }
     let now = instant_now();
     let run = args.run_id.clone().unwrap_or_else(|| format!("lt{}x{:x}", args.seed, now.unix_seconds()));
@@ -263,6 +282,7 @@ async fn drive(args: &Args, spawned: Option<&SpawnedNode>) -> anyhow::Result<boo
     let json = serde_json::json!({
         "mode": if args.rate.is_some() { "open" } else { "closed" },
         "target": addr.to_string(),
+        "cluster_nodes": args.cluster,
         "partners": partners.len(),
         "zipf": args.zipf,
         "batch": args.batch,

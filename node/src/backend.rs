@@ -19,7 +19,7 @@ pub async fn shutdown(engine: Engine) -> anyhow::Result<()> {
 
 /// Registers the engine's demo partners (skipping those already there, so a restart keeps its
 /// data) and publishes demo rates as of now.
-pub async fn seed_demo(engine: &Engine, n: usize) -> anyhow::Result<Vec<DemoPartner>> {
+pub async fn seed_demo<B: Backend>(engine: &B, n: usize) -> anyhow::Result<Vec<DemoPartner>> {
     let now = settle_node::demo::instant_now();
     let since = now.start_of_utc_day();
     let mut out = Vec::new();
@@ -31,6 +31,6 @@ pub async fn seed_demo(engine: &Engine, n: usize) -> anyhow::Result<Vec<DemoPart
         out.push(demo);
     }
     let rates_at = now.saturating_sub(settle_core::Span::from_minutes(1));
-    engine.publish_rates(settle_node::engine::demo_rates(rates_at)).await?;
+    Backend::publish_rates(engine, settle_node::engine::demo_rates(rates_at)).await?;
     Ok(out)
 }

@@ -60,6 +60,13 @@ enum Command {
         /// Requests processed at once before answering OVERLOADED.
         #[arg(long, default_value_t = MAX_IN_FLIGHT_REQUESTS)]
         max_in_flight: usize,
+        #[command(flatten)]
+        cluster: Box<ClusterArgs>,
+    },
+    /// Operate a cluster through any member's client address (docs/cluster-interface.md).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
     },
     /// A ready-to-use local node: data under ./data, demo partners and FX rates, and a trickle of
     /// demo traffic through the real QUIC path. Stop it with Ctrl-C.
@@ -74,7 +81,84 @@ enum Command {
         /// Do not send demo traffic.
         #[arg(long)]
         quiet: bool,
+        /// One standalone node (the engine without Raft) instead of a local 3-node cluster.
+        #[arg(long)]
+        single: bool,
     },
+}
+
+/// How `settle cluster` reaches a member.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// Any member's client (`--listen`) address.
+    #[arg(long)]
+    target: SocketAddr,
+    /// The certificate (PEM) to trust.
+    #[arg(long)]
+    cert: PathBuf,
+    /// A file holding the API key.
+    #[arg(long)]
+    api_key_file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Nodes, shards, leaders, replication lag, per-replica applied index and state hash.
+    Status {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print the JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node (not implemented yet).
+    AddNode {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        peer: SocketAddr,
+    },
+    /// Drain and remove a node (not implemented yet).
+    RemoveNode {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// Cluster mode of `settle node` (docs/cluster-interface.md); without `--id` the node is standalone.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// This node's id in the cluster (enables cluster mode).
+    #[arg(long, requires = "peer_listen")]
+    id: Option<u64>,
+    /// Node-to-node (Raft) QUIC address.
+    #[arg(long, requires = "id")]
+    peer_listen: Option<SocketAddr>,
+    /// HTTP address (served by the HTTP API when present; reported in the ready line).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// First start of an initial member: every initial member's peer address, as 1=HOST:PORT,...
+    #[arg(long, requires = "id", conflicts_with = "join")]
+    bootstrap: Option<String>,
+    /// First start of a new node: the peer address of any member.
+    #[arg(long, requires = "id")]
+    join: Option<String>,
+    /// Shard groups (read at bootstrap only).
+    #[arg(long, default_value_t = settle_cluster::meta::DEFAULT_SHARDS)]
+    shards: u32,
+    /// Replicas per shard (read at bootstrap only).
+    #[arg(long, default_value_t = settle_cluster::meta::DEFAULT_REPLICAS)]
+    replicas: u32,
+    /// `settle dev` only: seed this many demo partners and rates once serving.
+    #[arg(long, hide = true)]
+    dev_seed: Option<usize>,
+    /// `settle dev` only: send a trickle of demo traffic through this node's client port.
+    #[arg(long, hide = true, requires = "dev_seed")]
+    dev_traffic: bool,
 }
 
 /// Exit code for input that is not well formed (spec: a malformed scenario exits with 2).
@@ -87,15 +171,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay { scenario } => replay(&scenario),
-        Command::Node { data, listen, cert, key, api_key_file, client_ca, max_in_flight } => {
+        Command::Node { data, listen, cert, key, api_key_file, client_ca, max_in_flight, cluster } => {
             let tls = match (cert, key) {
                 (Some(cert), Some(key)) => TlsSource::Files { cert, key },
                 _ => TlsSource::Dev { dir: data.join("tls") },
             };
             let opts = NodeOptions { data, listen, tls, client_ca, api_key_file, max_in_flight, dev: None };
-            run_async(run_node(opts))
+            match cluster.id {
+                Some(_) => run_async(run_cluster_node(opts, *cluster)),
+                None => run_async(run_node(opts)),
+            }
         }
-        Command::Dev { data, listen, partners, quiet } => {
+        Command::Cluster { action } => run_async(cluster_command(action)),
+        Command::Dev { data, listen, partners, quiet, single } if !single => {
+            run_async(run_dev_cluster(data, listen, partners, quiet))
+        }
+        Command::Dev { data, listen, partners, quiet, .. } => {
             let tls = TlsSource::Dev { dir: data.join("tls") };
             let key_file = data.join(DEV_API_KEY_FILE);
             let opts = NodeOptions {
@@ -248,6 +339,253 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
     }
     ingress.shutdown().await;
     backend::shutdown(engine).await?;
+    print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
+    Ok(())
+}
+
+async fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
+    let (target, json) = match action {
+        ClusterAction::Status { target, json } => (target, json),
+        ClusterAction::AddNode { .. } | ClusterAction::RemoveNode { .. } => {
+            anyhow::bail!("add-node and remove-node are not implemented yet")
+        }
+    };
+    let pem =
+        std::fs::read(&target.cert).with_context(|| format!("cannot read {}", target.cert.display()))?;
+    let key = read_key(&target.api_key_file)?;
+    let client =
+        settle_client::Client::connect(settle_client::ClientConfig::new(target.target, pem, key)).await?;
+    let text = client.cluster_status().await?;
+    if json {
+        return print_line(&text);
+    }
+    let status: serde_json::Value = serde_json::from_str(&text).context("bad status JSON")?;
+    let mut out = String::new();
+    for node in status["nodes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "node {} peer {} quic {} {}\n",
+            node["id"],
+            node["peer"].as_str().unwrap_or("?"),
+            node["quic"].as_str().unwrap_or("?"),
+            if node["up"].as_bool() == Some(true) { "up" } else { "DOWN" }
+        ));
+    }
+    for shard in status["shards"].as_array().into_iter().flatten() {
+        let replicas: Vec<String> = shard["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{}@{}(lag {})", r["node"], r["applied_index"], r["lag"]))
+            .collect();
+        out.push_str(&format!(
+            "shard {} leader {} {}\n",
+            shard["shard"],
+            shard["leader"],
+            replicas.join(" ")
+        ));
+    }
+    print_line(out.trim_end())
+}
+
+/// Members of the `settle dev` cluster.
+const DEV_NODES: u16 = 3;
+/// Peer ports of the dev cluster are the client ports plus this.
+const DEV_PEER_PORT_OFFSET: u16 = 1000;
+/// Time a dev member has to print its ready line.
+const DEV_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `settle dev`: three `settle node --id N` processes under DATA/node-N (client ports LISTEN,
+/// LISTEN+1, LISTEN+2; peer ports 1000 above), sharing DATA's dev certificate and API key; node
+/// 1 seeds demo partners and rates and sends demo traffic. Ctrl-C stops all three.
+async fn run_dev_cluster(
+    data: PathBuf,
+    listen: SocketAddr,
+    partners: usize,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let key_file = data.join(DEV_API_KEY_FILE);
+    let key = dev_key(&key_file)?;
+    let tls = settle_node::ingress::tls::load(&TlsSource::Dev { dir: data.join("tls") })?;
+    let key_pem = data.join("tls").join("key.pem");
+    let exe = std::env::current_exe().context("cannot locate the settle binary")?;
+    let client_addr = |i: u16| SocketAddr::new(listen.ip(), listen.port().saturating_add(i));
+    let peer_addr =
+        |i: u16| SocketAddr::new(listen.ip(), listen.port().saturating_add(DEV_PEER_PORT_OFFSET + i));
+    let bootstrap: Vec<String> = (0..DEV_NODES).map(|i| format!("{}={}", i + 1, peer_addr(i))).collect();
+    let mut children = Vec::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<String>();
+    for i in 0..DEV_NODES {
+        let mut command = std::process::Command::new(&exe);
+        command
+            .args(["node", "--id", &(i + 1).to_string(), "--data"])
+            .arg(data.join(format!("node-{}", i + 1)))
+            .args(["--listen", &client_addr(i).to_string(), "--peer-listen", &peer_addr(i).to_string()])
+            .args(["--bootstrap", &bootstrap.join(","), "--cert"])
+            .arg(&tls.cert_path)
+            .arg("--key")
+            .arg(&key_pem)
+            .arg("--api-key-file")
+            .arg(&key_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        if i == 0 {
+            command.args(["--dev-seed", &partners.to_string()]);
+            if !quiet {
+                command.arg("--dev-traffic");
+            }
+        }
+        let mut child = command.spawn().with_context(|| format!("cannot start {}", exe.display()))?;
+        let stdout = child.stdout.take().context("no stdout of a dev node")?;
+        let ready_tx = ready_tx.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("\"ready\"") {
+                    let _ = ready_tx.send(line);
+                }
+            }
+        });
+        children.push(child);
+    }
+    let mut nodes = Vec::new();
+    for _ in 0..DEV_NODES {
+        let Ok(line) = ready_rx.recv_timeout(DEV_READY_TIMEOUT) else {
+            for child in &mut children {
+                let _ = child.kill();
+            }
+            anyhow::bail!("a dev node did not become ready within {DEV_READY_TIMEOUT:?}");
+        };
+        nodes.push(serde_json::from_str::<serde_json::Value>(&line).context("bad ready line")?);
+    }
+    nodes.sort_by_key(|n| n["node_id"].as_u64());
+    let quic: Vec<String> = nodes.iter().filter_map(|n| n["quic"].as_str().map(str::to_string)).collect();
+    let first = quic.first().cloned().unwrap_or_default();
+    let ready = serde_json::json!({
+        "event": "ready",
+        "quic": first,
+        "nodes": nodes,
+        "cert": tls.cert_path.display().to_string(),
+        "api_key": key,
+        "data": data.display().to_string(),
+    });
+    print_line(&ready.to_string())?;
+    let cert = tls.cert_path.display();
+    let keys = key_file.display();
+    eprintln!("Settle dev cluster is running: {DEV_NODES} nodes, data under {}/node-N.", data.display());
+    eprintln!("  connect:  QUIC {} (any node; ALPN settle/1, server name localhost)", quic.join(", "));
+    eprintln!("  trust:    {cert}");
+    eprintln!("  api key:  {key} (dev only; also in {keys})");
+    // The HTTP API/dashboard: each node reports its `http` address in its ready line once
+    // the HTTP API serves it (`settle node --http`); shown here when present.
+    for n in &nodes {
+        if let Some(http) = n["http"].as_str() {
+            eprintln!("  http:     node {} http://{http}/", n["node_id"]);
+        }
+    }
+    eprintln!("  status:   settle cluster status --target {first} --cert {cert} --api-key-file {keys}");
+    eprintln!(
+        "  try:      settle-loadtest --target {first} --cert {cert} --api-key-file {keys} --duration 10s"
+    );
+    eprintln!("  stop:     Ctrl-C (stops all three nodes)");
+    wait_for_signal().await?;
+    eprintln!("settle: stopping the dev cluster");
+    for child in &children {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    }
+    for mut child in children {
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+    print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
+    Ok(())
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+fn parse_members(text: &str) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').with_context(|| format!("{part:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().with_context(|| format!("{part:?}: bad node id"))?;
+        let addr: SocketAddr = addr.trim().parse().with_context(|| format!("{part:?}: bad address"))?;
+        if out.insert(id, addr.to_string()).is_some() {
+            anyhow::bail!("node {id} is listed twice");
+        }
+    }
+    Ok(out)
+}
+
+async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Result<()> {
+    let (Some(id), Some(peer_listen)) = (cluster.id, cluster.peer_listen) else {
+        anyhow::bail!("cluster mode needs --id and --peer-listen");
+    };
+    if cluster.join.is_some() {
+        anyhow::bail!("--join is not implemented yet; start every initial member with --bootstrap");
+    }
+    std::fs::create_dir_all(&opts.data).with_context(|| format!("cannot create {}", opts.data.display()))?;
+    let plain_key = match &opts.api_key_file {
+        Some(path) => Some(read_key(path)?),
+        None => None,
+    };
+    let (keys, generated) = ApiKeys::load_or_init(&opts.data, plain_key.as_deref())?;
+    let material = settle_node::ingress::tls::load(&opts.tls)?;
+    let bootstrap = cluster.bootstrap.as_deref().map(parse_members).transpose()?;
+    let handle = settle_cluster::ClusterHandle::start(settle_cluster::ClusterOptions {
+        id,
+        data_dir: opts.data.clone(),
+        peer_listen,
+        bootstrap,
+        shards: cluster.shards,
+        replicas: cluster.replicas,
+        fx_max_age: settle_core::Span::from_hours(settle_core::ledger::DEFAULT_FX_MAX_AGE_HOURS),
+        hash_seed: 0,
+        tls: settle_cluster::PeerTls { chain: material.chain, key: material.key },
+    })
+    .await?;
+    let config = IngressConfig {
+        listen: opts.listen,
+        state_dir: opts.data.clone(),
+        tls: opts.tls.clone(),
+        client_ca: opts.client_ca.clone(),
+        keys,
+        max_in_flight: opts.max_in_flight,
+    };
+    let ingress = Ingress::start(config, handle.clone()).await?;
+    let addr = ingress.local_addr();
+    let cert = ingress.cert_path().to_path_buf();
+    let http = cluster.http.map(|h| h.to_string());
+    handle.announce(addr.to_string(), http.clone());
+    let ready = serde_json::json!({
+        "event": "ready",
+        "node_id": id,
+        "quic": addr.to_string(),
+        "peer": handle.peer_addr(),
+        "http": http,
+        "cert": cert.display().to_string(),
+        "api_key": generated,
+        "data": opts.data.display().to_string(),
+    });
+    print_line(&ready.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut trickle = None;
+    if let Some(n) = cluster.dev_seed {
+        let partners = backend::seed_demo(&handle, n).await?;
+        if cluster.dev_traffic {
+            let pem = std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let key = plain_key.clone().unwrap_or_default();
+            let client =
+                settle_client::Client::connect_lazy(settle_client::ClientConfig::new(addr, pem, key))?;
+            trickle = Some(tokio::spawn(settle_node::demo::trickle(client, partners, 0x5e77_1e00, stop_rx)));
+        }
+    }
+    wait_for_signal().await?;
+    eprintln!("settle: shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(t) = trickle {
+        let _ = t.await;
+    }
+    ingress.shutdown().await;
+    handle.shutdown().await;
     print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
     Ok(())
 }

@@ -32,6 +32,8 @@ pub const LOG_PARTNER: u8 = 3;
 pub const LOG_CONTRACT_VERSION: u8 = 4;
 pub const LOG_TICK: u8 = 5;
 pub const LOG_FX_MAX_AGE: u8 = 6;
+/// A cluster log entry: many transactions with one stamped `received_at`.
+pub const LOG_TX_BATCH: u8 = 7;
 
 /// One entry of the command log, decoded.
 // Transactions are nearly every entry: boxing them would cost an allocation each.
@@ -139,6 +141,16 @@ impl<'a> Reader<'a> {
         usize::try_from(n).map_err(|_| bad(self.what, "length out of range"))
     }
 
+    /// A count of items that follow, refused above `max` (so a corrupt count cannot make the
+    /// decoder reserve memory without bound).
+    fn count(&mut self, max: usize) -> Result<usize, CodecError> {
+        let n = self.len()?;
+        if n > max {
+            return Err(bad(self.what, format!("count {n} above {max}")));
+        }
+        Ok(n)
+    }
+
     fn str(&mut self) -> Result<&'a str, CodecError> {
         let n = self.len()?;
         let bytes = self.take(n)?;
@@ -177,6 +189,10 @@ impl<'a> Reader<'a> {
             1 => Ok(true),
             t => Err(bad(self.what, format!("bad bool {t}"))),
         }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
     }
 
     fn finish(&self) -> Result<(), CodecError> {
@@ -225,6 +241,12 @@ pub fn reason_from(code: u8) -> Option<ExceptionReason> {
 /// other fields; the id comes first so that [`tx_record_id`] can find it without decoding.
 pub fn encode_tx(out: &mut Vec<u8>, tx: &TxInput, outcome: &Outcome) {
     out.push(LOG_TX);
+    encode_tx_input(out, tx);
+    encode_outcome(out, outcome);
+}
+
+/// A transaction's fields without tag or outcome: id length (one byte), id, then the rest.
+fn encode_tx_input(out: &mut Vec<u8>, tx: &TxInput) {
     let id = tx.id.as_str();
     // TxId guarantees 1..=64 bytes.
     out.push(id.len() as u8);
@@ -248,7 +270,6 @@ pub fn encode_tx(out: &mut Vec<u8>, tx: &TxInput, outcome: &Outcome) {
     put_opt_str(out, tx.original.as_deref());
     put_opt_str(out, tx.reason.as_deref());
     put_opt_str(out, tx.metadata.as_deref());
-    encode_outcome(out, outcome);
 }
 
 fn encode_outcome(out: &mut Vec<u8>, outcome: &Outcome) {
@@ -287,6 +308,12 @@ pub fn tx_record_id(record: &[u8]) -> Option<&[u8]> {
 }
 
 fn decode_tx(r: &mut Reader<'_>) -> Result<(TxInput, Outcome), CodecError> {
+    let tx = decode_tx_input(r)?;
+    let outcome = decode_outcome(r)?;
+    Ok((tx, outcome))
+}
+
+fn decode_tx_input(r: &mut Reader<'_>) -> Result<TxInput, CodecError> {
     let id_len = usize::from(r.u8()?);
     let id_text = std::str::from_utf8(r.take(id_len)?).map_err(|_| bad(r.what, "id is not UTF-8"))?;
     let id = TxId::new(id_text).ok_or_else(|| bad(r.what, "id length"))?;
@@ -304,8 +331,10 @@ fn decode_tx(r: &mut Reader<'_>) -> Result<(TxInput, Outcome), CodecError> {
     let original = r.opt_str()?;
     let reason = r.opt_str()?;
     let metadata = r.opt_str()?;
-    let tx =
-        TxInput { id, partner, kind, amount, currency, occurred_at, received_at, original, reason, metadata };
+    Ok(TxInput { id, partner, kind, amount, currency, occurred_at, received_at, original, reason, metadata })
+}
+
+fn decode_outcome(r: &mut Reader<'_>) -> Result<Outcome, CodecError> {
     let outcome = match r.u8()? {
         0 => Outcome::Exception(reason_from(r.u8()?).ok_or_else(|| bad(r.what, "exception reason"))?),
         1 => {
@@ -330,7 +359,76 @@ fn decode_tx(r: &mut Reader<'_>) -> Result<(TxInput, Outcome), CodecError> {
         }
         t => return Err(bad(r.what, format!("outcome tag {t}"))),
     };
-    Ok((tx, outcome))
+    Ok(outcome)
+}
+
+/// Most transactions one encoded batch may claim to hold (a bound on what a decoder reserves).
+pub const MAX_BATCH_TXS: usize = 1 << 20;
+
+/// A batch of transactions stamped with one `received_at` (a cluster log entry): the head (tag,
+/// instant), then the list (count, each transaction's fields; their own `received_at` is
+/// ignored). The two parts are separate so that a list encoded once can be stamped again.
+pub fn encode_tx_batch(out: &mut Vec<u8>, received_at: Instant, txs: &[TxInput]) {
+    encode_tx_batch_head(out, received_at);
+    encode_tx_list(out, txs);
+}
+
+/// The head of [`encode_tx_batch`].
+pub fn encode_tx_batch_head(out: &mut Vec<u8>, received_at: Instant) {
+    out.push(LOG_TX_BATCH);
+    put_ivarint(out, received_at.0);
+}
+
+/// The list part of [`encode_tx_batch`].
+pub fn encode_tx_list(out: &mut Vec<u8>, txs: &[TxInput]) {
+    put_uvarint(out, txs.len() as u128);
+    for tx in txs {
+        encode_tx_input(out, tx);
+    }
+}
+
+/// Inverse of [`encode_tx_batch`]; every transaction gets the batch's `received_at`. Also
+/// returns where the list part starts in `bytes`.
+pub fn decode_tx_batch(bytes: &[u8]) -> Result<(Instant, Vec<TxInput>, usize), CodecError> {
+    const WHAT: &str = "transaction batch";
+    let (&tag, body) = bytes.split_first().ok_or_else(|| bad(WHAT, "empty"))?;
+    if tag != LOG_TX_BATCH {
+        return Err(bad(WHAT, format!("tag {tag}")));
+    }
+    let mut r = Reader::new(body, WHAT);
+    let at = r.instant()?;
+    let list_start = bytes.len() - r.remaining();
+    let n = r.count(MAX_BATCH_TXS)?;
+    let mut txs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut tx = decode_tx_input(&mut r)?;
+        tx.received_at = at;
+        txs.push(tx);
+    }
+    r.finish()?;
+    Ok((at, txs, list_start))
+}
+
+/// The results of a batch, in order: a duplicate flag and the outcome each.
+pub fn encode_tx_results(out: &mut Vec<u8>, results: &[settle_core::tx::TxResult]) {
+    put_uvarint(out, results.len() as u128);
+    for result in results {
+        out.push(u8::from(result.duplicate));
+        encode_outcome(out, &result.outcome);
+    }
+}
+
+pub fn decode_tx_results(bytes: &[u8]) -> Result<Vec<settle_core::tx::TxResult>, CodecError> {
+    let mut r = Reader::new(bytes, "transaction results");
+    let n = r.count(MAX_BATCH_TXS)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let duplicate = r.bool()?;
+        let outcome = decode_outcome(&mut r)?;
+        out.push(settle_core::tx::TxResult { outcome, duplicate });
+    }
+    r.finish()?;
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,6 +634,36 @@ pub fn split_record(bytes: &[u8]) -> Result<Vec<(u64, &[u8])>, CodecError> {
         return Err(bad(WHAT, "a sequence number appears twice"));
     }
     Ok(out)
+}
+
+/// A partner account's summary, kept by cluster replicas beside their state (the standalone
+/// engine derives everything from its log and keeps none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountSummary {
+    pub currency: Currency,
+    pub payable: Minor,
+    /// The oldest period not yet closed.
+    pub open_period: Period,
+    pub statements_issued: u64,
+}
+
+pub fn encode_account(out: &mut Vec<u8>, a: &AccountSummary) {
+    put_currency(out, a.currency);
+    put_ivarint(out, a.payable.0);
+    put_ivarint(out, a.open_period.start.0);
+    put_ivarint(out, a.open_period.end.0);
+    put_uvarint(out, u128::from(a.statements_issued));
+}
+
+pub fn decode_account(bytes: &[u8]) -> Result<AccountSummary, CodecError> {
+    let mut r = Reader::new(bytes, "account summary");
+    let currency = r.currency()?;
+    let payable = Minor(r.ivarint()?);
+    let start = r.instant()?;
+    let end = r.instant()?;
+    let statements_issued = u64::try_from(r.uvarint()?).map_err(|_| bad(r.what, "statement count"))?;
+    r.finish()?;
+    Ok(AccountSummary { currency, payable, open_period: Period { start, end }, statements_issued })
 }
 
 /// An entry of the exception queue.

@@ -102,6 +102,80 @@ pub fn fx_rate(base: Currency, quote: Currency, at: Instant, seq: u64, index: u3
     key
 }
 
+// ---------------------------------------------------------------------------------------------
+// The clustered node's database (`RaftDb`): one RocksDB shared by every Raft group of the node.
+// Every key starts with the group id (`u32` BE), so that one group's keys are contiguous and a
+// group can be dropped or replaced (snapshot install) with one range delete.
+
+pub const CF_RAFT_META: &str = "raft_meta";
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_STATE: &str = "raft_state";
+pub const CF_SHARD_ACCOUNTS: &str = "shard_accounts";
+pub const CF_SHARD_STATEMENTS: &str = "shard_statements";
+
+pub const RAFT_CFS: [&str; 5] =
+    [CF_RAFT_META, CF_RAFT_LOG, CF_RAFT_STATE, CF_SHARD_ACCOUNTS, CF_SHARD_STATEMENTS];
+
+/// `raft_meta` key of the node's cluster configuration (written once at bootstrap or join).
+pub const RAFT_META_CLUSTER: &[u8] = b"cluster";
+
+/// What a `raft_state` record of a group is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RaftStateKey {
+    /// The vote (term, node, committed flag).
+    Vote = 0,
+    /// The last log id purged from the log.
+    Purged = 1,
+    /// The state machine's last applied log id and membership (written with the state).
+    Applied = 2,
+    /// The snapshot the group last built or installed.
+    Snapshot = 3,
+}
+
+/// `raft_log` key: group, then log index.
+pub fn raft_log(group: u32, index: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&group.to_be_bytes());
+    key[4..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Inverse of [`raft_log`].
+pub fn parse_raft_log(key: &[u8]) -> Option<(u32, u64)> {
+    let group: [u8; 4] = key.get(..4)?.try_into().ok()?;
+    let index: [u8; 8] = key.get(4..)?.try_into().ok()?;
+    Some((u32::from_be_bytes(group), u64::from_be_bytes(index)))
+}
+
+/// `raft_state` key: group, then what.
+pub fn raft_state(group: u32, what: RaftStateKey) -> [u8; 5] {
+    let mut key = [0u8; 5];
+    key[..4].copy_from_slice(&group.to_be_bytes());
+    key[4] = what as u8;
+    key
+}
+
+/// The first key of a group in any of the group-keyed families, and the first key after it
+/// (the next group's prefix; group ids stay far below `u32::MAX`).
+pub fn group_range(group: u32) -> ([u8; 4], [u8; 4]) {
+    (group.to_be_bytes(), group.saturating_add(1).to_be_bytes())
+}
+
+/// `shard_accounts` key: group, then the partner id (length-prefixed).
+pub fn shard_account(group: u32, partner: &str) -> Vec<u8> {
+    let mut key = group.to_be_bytes().to_vec();
+    key.extend_from_slice(&partner_prefix(partner));
+    key
+}
+
+/// `shard_statements` key: group, partner, period start.
+pub fn shard_statement(group: u32, partner: &str, period_start: Instant) -> Vec<u8> {
+    let mut key = group.to_be_bytes().to_vec();
+    key.extend_from_slice(&statement(partner, period_start));
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +199,18 @@ mod tests {
         for v in values {
             assert_eq!(parse_instant(&instant(Instant(v))), Some(Instant(v)));
         }
+    }
+
+    #[test]
+    fn raft_keys_sort_by_group_then_index() {
+        assert!(raft_log(1, u64::MAX) < raft_log(2, 0));
+        assert!(raft_log(7, 255) < raft_log(7, 256));
+        assert_eq!(parse_raft_log(&raft_log(9, 12345)), Some((9, 12345)));
+        let (start, end) = group_range(7);
+        assert!(start.as_slice() <= raft_log(7, 0).as_slice());
+        assert!(raft_log(7, u64::MAX).as_slice() < end.as_slice());
+        assert!(end.as_slice() <= raft_log(8, 0).as_slice());
+        assert!(shard_account(3, "zz") < shard_account(4, "a"));
     }
 
     #[test]

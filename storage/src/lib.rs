@@ -7,9 +7,12 @@
 
 pub mod codec;
 pub mod keys;
+mod raft_db;
 mod store;
 
-pub use codec::{CodecError, ExceptionRecord, LogEntry};
+pub use codec::{AccountSummary, CodecError, ExceptionRecord, LogEntry};
+pub use keys::RaftStateKey;
+pub use raft_db::{RaftDb, RaftOp, RAFT_FORMAT_VERSION};
 pub use store::{Batch, LogIter, Store, TxLog, FORMAT_VERSION};
 
 /// Why a storage operation failed. A failed commit means nothing of its batch may be

@@ -6,7 +6,7 @@
 pub struct Request {
     #[prost(uint32, tag = "1")]
     pub version: u32,
-    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub body: Option<request::Body>,
 }
 
@@ -25,7 +25,21 @@ pub mod request {
         RegisterPartner(super::RegisterPartner),
         #[prost(message, tag = "7")]
         AddContractVersion(super::AddContractVersion),
+        #[prost(message, tag = "8")]
+        GetClusterStatus(super::GetClusterStatus),
     }
+}
+
+/// Asks a cluster member for the cluster's status (additive in protocol version 1; a
+/// standalone node answers REJECTED).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetClusterStatus {}
+
+/// The cluster's status as JSON, in the shape of `settle cluster status --json`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClusterStatus {
+    #[prost(string, tag = "1")]
+    pub json: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -118,7 +132,7 @@ pub struct AddContractVersion {
 pub struct Response {
     #[prost(uint32, tag = "1")]
     pub version: u32,
-    #[prost(oneof = "response::Body", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "response::Body", tags = "2, 3, 4, 5, 6")]
     pub body: Option<response::Body>,
 }
 
@@ -133,6 +147,8 @@ pub mod response {
         Ok(super::OkReply),
         #[prost(message, tag = "5")]
         Error(super::ErrorReply),
+        #[prost(message, tag = "6")]
+        ClusterStatus(super::ClusterStatus),
     }
 }
 

@@ -1,89 +1,15 @@
-//! One partner's account as the engine holds it: the core `PartnerAccount` with its idempotency
-//! index, and the ractor actor that owns it. The same `AccountCell::apply` runs live (in the
-//! actor) and in recovery, so both give the same answers.
+//! The ractor actor that owns one partner's account. The account itself (`AccountCell`, shared
+//! with every cluster shard replica) lives in `settle_cluster::account`; the same
+//! `AccountCell::apply` runs live (in the actor) and in recovery, so both give the same answers.
 
-use super::ids::RecordIndex;
 use super::Balance;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use settle_core::ledger::IdCheck;
+pub(crate) use settle_cluster::account::AccountCell;
 use settle_core::tx::TxResult;
-use settle_core::{
-    ContractVersion, ExceptionReason, FxTable, Instant, Outcome, Partner, PartnerAccount, Span, Statement,
-    TxInput,
-};
+use settle_core::{ContractVersion, FxTable, Instant, Outcome, Span, Statement, TxInput};
 use settle_storage::TxLog;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-
-/// A partner account and the ids of its transactions.
-#[derive(Debug)]
-pub(crate) struct AccountCell {
-    pub(crate) account: PartnerAccount,
-    pub(crate) ids: RecordIndex,
-    /// Encoding buffer for recovery, reused.
-    scratch: Vec<u8>,
-}
-
-/// Hash seed of the `index`-th account (seeds never reach an output; distinct ones keep
-/// accounts' hash maps independent).
-fn account_seed(hash_seed: u64, index: usize) -> u64 {
-    hash_seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-impl AccountCell {
-    pub(crate) fn open(partner: Partner, index: usize, hash_seed: u64) -> Result<AccountCell, String> {
-        let seed = account_seed(hash_seed, index);
-        let account = PartnerAccount::open(partner, seed).map_err(|e| e.to_string())?;
-        Ok(AccountCell { account, ids: RecordIndex::new(seed ^ 0x1d5), scratch: Vec::new() })
-    }
-
-    /// The per-transaction sequence of `settle_core::Ledger::apply` for a transaction already
-    /// routed to this partner: idempotency, close due periods at `received_at`, apply, record.
-    /// Logs (into `log`, when given) every transaction that is not a plain repeat.
-    pub(crate) fn apply(
-        &mut self,
-        seq: u64,
-        tx: TxInput,
-        fx: &FxTable,
-        fx_max_age: Span,
-        log: Option<&mut TxLog>,
-        statements: &mut Vec<Statement>,
-    ) -> TxResult {
-        match self.ids.check(&tx) {
-            IdCheck::New => {
-                self.account.close_due(tx.received_at, statements);
-                let outcome = self.account.apply(&tx, fx, fx_max_age);
-                match log {
-                    Some(log) => {
-                        log.push(seq, &tx, &outcome);
-                        let record = log.last_record().unwrap_or_default();
-                        self.ids.record(&tx.id, record);
-                    }
-                    None => self.ids.record_tx(&tx, &outcome, &mut self.scratch),
-                }
-                TxResult { outcome, duplicate: false }
-            }
-            IdCheck::Repeat(outcome) => TxResult { outcome, duplicate: true },
-            IdCheck::Conflict => {
-                let outcome = Outcome::Exception(ExceptionReason::DuplicateConflict);
-                if let Some(log) = log {
-                    log.push(seq, &tx, &outcome);
-                }
-                TxResult { outcome, duplicate: false }
-            }
-        }
-    }
-
-    pub(crate) fn balance(&self) -> Balance {
-        Balance {
-            partner: self.account.id().to_string(),
-            currency: self.account.currency(),
-            payable: self.account.payable(),
-            open_period: self.account.next_to_close(),
-            preview: self.account.preview(),
-        }
-    }
-}
 
 /// Where a transaction's result goes: submission `sub` of the group, position `pos` in it.
 #[derive(Clone, Copy, Debug)]

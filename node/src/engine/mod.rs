@@ -19,7 +19,6 @@
 mod account;
 mod committer;
 mod demo;
-mod ids;
 mod recovery;
 mod router;
 mod sequencer;
@@ -27,9 +26,7 @@ mod sequencer;
 pub use demo::{demo_partners, demo_partners_since, demo_rates, DEMO_SINCE};
 
 use settle_core::tx::TxResult;
-use settle_core::{
-    ContractVersion, Currency, FxRate, Instant, Minor, Outcome, Partner, Period, Span, Statement, TxInput,
-};
+use settle_core::{ContractVersion, FxRate, Instant, Outcome, Partner, Span, Statement, TxInput};
 use settle_storage::{ExceptionRecord, StorageError, Store};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -136,18 +133,7 @@ pub enum EngineError {
     Recovery(String),
 }
 
-/// A partner's balance as of the last durable commit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Balance {
-    pub partner: String,
-    pub currency: Currency,
-    /// What the platform owes the partner over all periods (negative: the partner owes).
-    pub payable: Minor,
-    /// The oldest period not yet closed.
-    pub open_period: Period,
-    /// The statement `open_period` would get if it closed now.
-    pub preview: Statement,
-}
+pub use settle_cluster::account::Balance;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 

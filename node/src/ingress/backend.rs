@@ -49,6 +49,10 @@ pub trait Backend: Clone + Send + Sync + 'static {
         partner: &str,
         version: ContractVersion,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// The cluster's status as JSON; `None` when the backend is not a cluster member.
+    fn cluster_status(&self) -> impl Future<Output = Result<Option<String>, BackendError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 impl From<crate::engine::EngineError> for BackendError {

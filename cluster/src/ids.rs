@@ -11,12 +11,12 @@ use settle_storage::{codec, LogEntry};
 use std::collections::HashMap;
 
 #[derive(Debug)]
-pub(crate) struct RecordIndex {
+pub struct RecordIndex {
     entries: HashMap<TxId, Box<[u8]>, ahash::RandomState>,
 }
 
 impl RecordIndex {
-    pub(crate) fn new(hash_seed: u64) -> RecordIndex {
+    pub fn new(hash_seed: u64) -> RecordIndex {
         let s = hash_seed;
         RecordIndex {
             entries: HashMap::with_hasher(ahash::RandomState::with_seeds(
@@ -29,7 +29,7 @@ impl RecordIndex {
     }
 
     /// As `settle_core::IdIndex::check`.
-    pub(crate) fn check(&self, tx: &TxInput) -> IdCheck {
+    pub fn check(&self, tx: &TxInput) -> IdCheck {
         let Some(record) = self.entries.get(&tx.id) else {
             return IdCheck::New;
         };
@@ -47,7 +47,7 @@ impl RecordIndex {
     }
 
     /// The first content (with its stamped `received_at`) and outcome of `id`, if recorded.
-    pub(crate) fn lookup(&self, id: &str) -> Result<Option<(TxInput, Outcome)>, String> {
+    pub fn lookup(&self, id: &str) -> Result<Option<(TxInput, Outcome)>, String> {
         let Some(record) = self.entries.get(id) else { return Ok(None) };
         match codec::decode_log_entry(record) {
             Ok(LogEntry::Tx { tx, outcome }) => Ok(Some((tx, outcome))),
@@ -56,14 +56,23 @@ impl RecordIndex {
         }
     }
 
+    /// Ids recorded.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Records the first occurrence of an id: `record` is its encoded log record.
-    pub(crate) fn record(&mut self, id: &TxId, record: &[u8]) {
+    pub fn record(&mut self, id: &TxId, record: &[u8]) {
         debug_assert!(!self.entries.contains_key(id));
         self.entries.insert(id.clone(), record.into());
     }
 
     /// Encodes and records (recovery, where no log is being written).
-    pub(crate) fn record_tx(&mut self, tx: &TxInput, outcome: &Outcome, scratch: &mut Vec<u8>) {
+    pub fn record_tx(&mut self, tx: &TxInput, outcome: &Outcome, scratch: &mut Vec<u8>) {
         scratch.clear();
         codec::encode_tx(scratch, tx, outcome);
         self.record(&tx.id, scratch);

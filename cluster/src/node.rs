@@ -1,0 +1,735 @@
+//! A clustered node: its Raft groups (the metadata group and the shard groups placed on it), the
+//! shared log writer and database, the peer endpoint, and the client-facing operations that
+//! route by partner to the shard's leader (proposing locally or forwarding to the leader node).
+
+use crate::account::Balance;
+use crate::log_store::LogStore;
+use crate::meta::{ClusterConfig, NodeInfo};
+use crate::raft_net::GroupNetwork;
+use crate::state_machine::{GroupSm, SmKind};
+use crate::transport::{
+    ForwardError, GroupStatus, NodeStatus, PeerReq, PeerResp, PeerService, PeerTls, Peers,
+};
+use crate::types::{
+    shard_group, shard_of, Cmd, GroupId, MetaCmd, NodeId, Raft, Resp, TxBatch, TxList, META_GROUP,
+};
+use crate::writer::LogWriter;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use settle_core::tx::TxResult;
+use settle_core::{ContractVersion, FxRate, Instant, Partner, Span, TxInput};
+use settle_storage::RaftDb;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Heartbeat interval of every group, in milliseconds.
+pub const HEARTBEAT_MS: u64 = 100;
+/// Election timeout range of a group's preferred leader (it campaigns first).
+pub const PREFERRED_ELECTION_MS: (u64, u64) = (300, 500);
+/// Election timeout range of the other replicas (leaves the preferred leader time to win, and
+/// still elects within about a second when it is gone).
+pub const OTHER_ELECTION_MS: (u64, u64) = (700, 1100);
+/// How long a client operation keeps looking for a shard leader before it gives up.
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// Time a forwarded request may take on the leader.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a status query waits for each node.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most transactions in one submission (as the standalone engine).
+pub const MAX_SUBMIT_TXS: usize = 65_536;
+/// Most transactions merged into one shard log entry.
+pub const MAX_ENTRY_TXS: usize = 8192;
+/// Entries of one shard a node has proposed and not yet seen committed; submissions arriving
+/// meanwhile wait and are merged into the next entry (one entry, one append, many transactions).
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+/// How often shard leaders look for periods due to close.
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No leader could be reached in time; the outcome is unknown (retry with the same ids).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Understood and refused; nothing changed.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("startup: {0}")]
+    Startup(String),
+}
+
+/// How to start a clustered node.
+#[derive(Debug)]
+pub struct ClusterOptions {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub peer_listen: SocketAddr,
+    /// `--bootstrap`: the initial members' peer addresses (first start only).
+    pub bootstrap: Option<BTreeMap<NodeId, String>>,
+    pub shards: u32,
+    pub replicas: u32,
+    pub fx_max_age: Span,
+    pub hash_seed: u64,
+    pub tls: PeerTls,
+}
+
+struct Group {
+    raft: Raft,
+    sm: GroupSm,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("sm", &self.sm).finish()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: NodeId,
+    /// This node's addresses (the client ones are known once the ingress is bound).
+    info: std::sync::Mutex<NodeInfo>,
+    config: ClusterConfig,
+    groups: RwLock<HashMap<GroupId, Arc<Group>>>,
+    peers: Arc<Peers>,
+    /// Per shard: submissions waiting to be merged into the next entry.
+    batchers: Vec<mpsc::UnboundedSender<ShardWork>>,
+}
+
+/// Transactions for one shard and where their results go.
+type ShardWork = (Vec<TxInput>, oneshot::Sender<Result<Vec<TxResult>, String>>);
+
+/// A running clustered node; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ClusterHandle {
+    inner: Arc<Inner>,
+}
+
+fn now() -> Instant {
+    Instant::from_system_time(std::time::SystemTime::now())
+}
+
+fn raft_config(preferred: bool) -> Result<Arc<Config>, ClusterError> {
+    let (min, max) = if preferred { PREFERRED_ELECTION_MS } else { OTHER_ELECTION_MS };
+    let config = Config {
+        cluster_name: "settle".into(),
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: min,
+        election_timeout_max: max,
+        // The log is kept whole for now (the state machine is rebuilt from it on start).
+        snapshot_policy: SnapshotPolicy::Never,
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    Ok(Arc::new(config.validate().map_err(|e| ClusterError::Startup(e.to_string()))?))
+}
+
+impl ClusterHandle {
+    /// Opens the node's database, starts its groups and the peer endpoint, and (on a first
+    /// bootstrap start) initializes every group it is placed in.
+    pub async fn start(opts: ClusterOptions) -> Result<ClusterHandle, ClusterError> {
+        let startup = |e: String| ClusterError::Startup(e);
+        let db = Arc::new(RaftDb::open(&opts.data_dir.join("raft")).map_err(|e| startup(e.to_string()))?);
+        let (config, fresh) = match db.cluster_config().map_err(|e| startup(e.to_string()))? {
+            Some(bytes) => {
+                (serde_json::from_slice::<ClusterConfig>(&bytes).map_err(|e| startup(e.to_string()))?, false)
+            }
+            None => {
+                let initial = opts.bootstrap.clone().ok_or_else(|| {
+                    startup("this data dir holds no cluster: start with --bootstrap (or --join)".into())
+                })?;
+                if !initial.contains_key(&opts.id) {
+                    return Err(startup(format!("--bootstrap does not list this node ({})", opts.id)));
+                }
+                if opts.shards == 0 || opts.shards > crate::meta::MAX_SHARDS || opts.replicas == 0 {
+                    return Err(startup("--shards must be 1..=4096 and --replicas at least 1".into()));
+                }
+                let config = ClusterConfig { shards: opts.shards, replicas: opts.replicas, initial };
+                let bytes = serde_json::to_vec(&config).map_err(|e| startup(e.to_string()))?;
+                db.put_cluster_config(&bytes).map_err(|e| startup(e.to_string()))?;
+                (config, true)
+            }
+        };
+        let writer = LogWriter::start(Arc::clone(&db)).map_err(|e| startup(e.to_string()))?;
+        let peers = Peers::bind(opts.peer_listen, &opts.tls).map_err(startup)?;
+        let peer_addr = peers.local_addr().map_err(startup)?;
+        for (&node, addr) in &config.initial {
+            if let Ok(addr) = addr.parse() {
+                peers.set_addr(node, addr);
+            }
+        }
+        let info = NodeInfo { id: opts.id, peer: peer_addr.to_string(), quic: String::new(), http: None };
+        let members: BTreeMap<NodeId, BasicNode> =
+            config.initial.iter().map(|(&id, addr)| (id, BasicNode { addr: addr.clone() })).collect();
+
+        // The groups this node holds: the metadata group and its shards in the placement.
+        let mut wanted: Vec<(GroupId, Vec<NodeId>)> =
+            vec![(META_GROUP, config.initial.keys().copied().collect())];
+        for (shard, nodes) in config.initial_placement().into_iter().enumerate() {
+            if nodes.contains(&opts.id) {
+                wanted.push((shard_group(shard as u32), nodes));
+            }
+        }
+        let mut groups = HashMap::new();
+        for (group, nodes) in wanted {
+            let log =
+                LogStore::open(group, Arc::clone(&db), writer.clone()).map_err(|e| startup(e.to_string()))?;
+            let sm = GroupSm::open(group, Arc::clone(&db), &log, opts.fx_max_age, opts.hash_seed)
+                .map_err(|e| startup(e.to_string()))?;
+            let preferred = nodes.first() == Some(&opts.id);
+            let network = GroupNetwork { group, peers: Arc::clone(&peers) };
+            let raft = Raft::new(opts.id, raft_config(preferred)?, network, log, sm.clone())
+                .await
+                .map_err(|e| startup(format!("group {group}: {e}")))?;
+            if fresh {
+                let group_members: BTreeMap<NodeId, BasicNode> =
+                    nodes.iter().filter_map(|n| members.get(n).map(|b| (*n, b.clone()))).collect();
+                // Every initial member initializes with the same membership, which is safe.
+                if let Err(e) = raft.initialize(group_members).await {
+                    tracing::debug!("group {group}: initialize: {e}");
+                }
+            }
+            groups.insert(group, Arc::new(Group { raft, sm }));
+        }
+        let mut batchers = Vec::new();
+        let mut batcher_rx = Vec::new();
+        for _ in 0..config.shards {
+            let (tx, rx) = mpsc::unbounded_channel();
+            batchers.push(tx);
+            batcher_rx.push(rx);
+        }
+        let handle = ClusterHandle {
+            inner: Arc::new(Inner {
+                batchers,
+                id: opts.id,
+                info: std::sync::Mutex::new(info),
+                config,
+                groups: RwLock::new(groups),
+                peers: Arc::clone(&peers),
+            }),
+        };
+        for (shard, rx) in batcher_rx.into_iter().enumerate() {
+            tokio::spawn(run_batcher(Arc::downgrade(&handle.inner), shard as u32, rx));
+        }
+        peers.serve(Arc::new(handle.clone()));
+        handle.spawn_background();
+        Ok(handle)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    fn info(&self) -> NodeInfo {
+        self.inner.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The peer address actually bound.
+    pub fn peer_addr(&self) -> String {
+        self.info().peer
+    }
+
+    /// Records this node's client addresses and registers them in the metadata group (in the
+    /// background, until it succeeds).
+    pub fn announce(&self, quic: String, http: Option<String>) {
+        let info = {
+            let mut info = self.inner.info.lock().unwrap_or_else(|e| e.into_inner());
+            info.quic = quic;
+            info.http = http;
+            info.clone()
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let cmd = Cmd::Meta(MetaCmd::RegisterNode(info));
+            while let Err(e) = me.propose(META_GROUP, cmd.clone()).await {
+                tracing::debug!("registering node: {e}");
+            }
+        });
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.inner.config.shards
+    }
+
+    fn group(&self, group: GroupId) -> Option<Arc<Group>> {
+        self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
+    }
+
+    fn all_groups(&self) -> Vec<(GroupId, Arc<Group>)> {
+        let groups = self.inner.groups.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = groups.iter().map(|(g, x)| (*g, Arc::clone(x))).collect();
+        all.sort_by_key(|(g, _)| *g);
+        all
+    }
+
+    /// On shard leaders, proposes period-close ticks when some account is due.
+    fn spawn_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let me = ClusterHandle { inner };
+                let at = now();
+                for (group, g) in me.all_groups() {
+                    if group == META_GROUP || g.raft.metrics().borrow().state != ServerState::Leader {
+                        continue;
+                    }
+                    let due = match &g.sm.lock().kind {
+                        SmKind::Shard(shard) => shard.next_close_due() <= at,
+                        SmKind::Meta(_) => false,
+                    };
+                    if due {
+                        let _ = me.local_write(&g, Cmd::Tick(at)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Proposes on this node's replica, which should lead; the leader stamps transactions.
+    async fn local_write(&self, g: &Group, cmd: Cmd) -> Result<Resp, ForwardError> {
+        let cmd = match cmd {
+            Cmd::Txs(batch) => Cmd::Txs(TxBatch { received_at: now(), txs: batch.txs }),
+            other => other,
+        };
+        match g.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(ForwardError::Failed(e.to_string())),
+        }
+    }
+
+    /// Proposes `cmd` to `group` wherever its leader is, waiting for a leader if there is none.
+    pub async fn propose(&self, group: GroupId, cmd: Cmd) -> Result<Resp, ClusterError> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let local = self.group(group);
+        let mut hint: Option<NodeId> = None;
+        let mut last_error: String;
+        loop {
+            let leader = match (&local, hint.take()) {
+                (_, Some(h)) => Some(h),
+                (Some(g), None) => g.raft.metrics().borrow().current_leader,
+                (None, None) => None,
+            };
+            let attempt = match leader {
+                Some(l) if l == self.inner.id => match &local {
+                    Some(g) => self.local_write(g, cmd.clone()).await,
+                    None => Err(ForwardError::NotLeader(None)),
+                },
+                Some(l) => {
+                    let req = PeerReq::Forward { group, cmd: cmd.clone() };
+                    // A leader that died does not answer: stop waiting for it as soon as the
+                    // local replica sees another leader (a retry is safe: ids are idempotent).
+                    tokio::select! {
+                        answer = self.inner.peers.call(l, &req, FORWARD_TIMEOUT) => match answer {
+                            Ok(PeerResp::Forward(r)) => r,
+                            Ok(_) => Err(ForwardError::Failed("unexpected answer".into())),
+                            Err(e) => Err(ForwardError::Failed(e.to_string())),
+                        },
+                        () = self.leader_moved(group, l) => Err(ForwardError::NotLeader(None)),
+                    }
+                }
+                None => Err(ForwardError::NotLeader(None)),
+            };
+            match attempt {
+                Ok(resp) => return Ok(resp),
+                Err(ForwardError::NotLeader(h)) => {
+                    hint = h.filter(|&h| Some(h) != leader);
+                    last_error = "no leader".into();
+                }
+                Err(ForwardError::Failed(e)) => last_error = e,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::Unavailable(format!("group {group}: {last_error}")));
+            }
+            if hint.is_none() {
+                self.wait_for_leader_change(group, leader).await;
+            }
+        }
+    }
+
+    /// Resolves when the local replica of `group` knows a leader other than `from` (never, when
+    /// this node holds no replica of it).
+    async fn leader_moved(&self, group: GroupId, from: NodeId) {
+        let Some(g) = self.group(group) else { return std::future::pending().await };
+        let mut metrics = g.raft.metrics();
+        loop {
+            let leader = metrics.borrow().current_leader;
+            if leader.is_some_and(|l| l != from) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Waits (briefly) until the local replica knows a leader other than `old`.
+    async fn wait_for_leader_change(&self, group: GroupId, old: Option<NodeId>) {
+        let pause = Duration::from_millis(HEARTBEAT_MS);
+        match self.group(group) {
+            Some(g) => {
+                let mut metrics = g.raft.metrics();
+                let _ = tokio::time::timeout(pause, async {
+                    loop {
+                        if metrics.changed().await.is_err() {
+                            return;
+                        }
+                        let leader = metrics.borrow().current_leader;
+                        if leader.is_some() && leader != old {
+                            return;
+                        }
+                    }
+                })
+                .await;
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
+
+    /// Submits transactions; each goes to its partner's shard. One result per input, in order,
+    /// once every shard involved committed its part on a majority (synced logs).
+    pub async fn submit(&self, txs: Vec<TxInput>) -> Result<Vec<TxResult>, ClusterError> {
+        if txs.len() > MAX_SUBMIT_TXS {
+            return Err(ClusterError::Rejected(format!("at most {MAX_SUBMIT_TXS} transactions at once")));
+        }
+        let shards = self.inner.config.shards;
+        let mut by_shard: BTreeMap<u32, (Vec<usize>, Vec<TxInput>)> = BTreeMap::new();
+        for (pos, tx) in txs.into_iter().enumerate() {
+            let shard = shard_of(tx.partner.as_deref().unwrap_or(""), shards);
+            let slot = by_shard.entry(shard).or_default();
+            slot.0.push(pos);
+            slot.1.push(tx);
+        }
+        let total: usize = by_shard.values().map(|(p, _)| p.len()).sum();
+        let mut waits = Vec::with_capacity(by_shard.len());
+        for (shard, (positions, txs)) in by_shard {
+            let (reply, wait) = oneshot::channel();
+            let sender = self
+                .inner
+                .batchers
+                .get(shard as usize)
+                .ok_or_else(|| ClusterError::Storage(format!("no batcher for shard {shard}")))?;
+            if sender.send((txs, reply)).is_err() {
+                return Err(ClusterError::Unavailable("the node is shutting down".into()));
+            }
+            waits.push((positions, wait));
+        }
+        let mut out: Vec<Option<TxResult>> = vec![None; total];
+        let mut first_error = None;
+        for (positions, wait) in waits {
+            match wait.await {
+                Ok(Ok(results)) => {
+                    for (pos, result) in positions.into_iter().zip(results) {
+                        out[pos] = Some(result);
+                    }
+                }
+                Ok(Err(e)) => first_error = first_error.or(Some(ClusterError::Unavailable(e))),
+                Err(_) => {
+                    first_error =
+                        first_error.or(Some(ClusterError::Unavailable("the node is shutting down".into())))
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| ClusterError::Storage("a transaction got no result".into())))
+            .collect()
+    }
+
+    fn done(resp: Resp) -> Result<(), ClusterError> {
+        match resp {
+            Resp::Done(Ok(())) => Ok(()),
+            Resp::Done(Err(reason)) => Err(ClusterError::Rejected(reason)),
+            Resp::Txs(_) => Err(ClusterError::Storage("unexpected answer".into())),
+        }
+    }
+
+    /// Publishes FX rates to every shard (each orders them against its own transactions).
+    pub async fn publish_rates(&self, rates: Vec<FxRate>) -> Result<(), ClusterError> {
+        let rates = Arc::new(rates);
+        let mut tasks = tokio::task::JoinSet::new();
+        for shard in 0..self.inner.config.shards {
+            let me = self.clone();
+            let cmd = Cmd::Rates(Arc::clone(&rates));
+            tasks.spawn(async move { me.propose(shard_group(shard), cmd).await.and_then(Self::done) });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = tasks.join_next().await {
+            let outcome = joined.map_err(|e| ClusterError::Storage(e.to_string())).and_then(|r| r);
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+
+    pub async fn register_partner(&self, partner: Partner) -> Result<(), ClusterError> {
+        let group = shard_group(shard_of(&partner.id, self.inner.config.shards));
+        Self::done(self.propose(group, Cmd::Register(Arc::new(partner))).await?)
+    }
+
+    pub async fn add_contract_version(
+        &self,
+        partner: &str,
+        version: ContractVersion,
+    ) -> Result<(), ClusterError> {
+        let group = shard_group(shard_of(partner, self.inner.config.shards));
+        Self::done(self.propose(group, Cmd::AddVersion(Arc::new((partner.to_string(), version)))).await?)
+    }
+
+    async fn local_balance(&self, g: &Group, partner: &str) -> Result<Option<Balance>, ForwardError> {
+        match g.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                return Err(ForwardError::NotLeader(f.leader_id))
+            }
+            Err(e) => return Err(ForwardError::Failed(e.to_string())),
+        }
+        match &g.sm.lock().kind {
+            SmKind::Shard(shard) => Ok(shard.balance(partner)),
+            SmKind::Meta(_) => Err(ForwardError::Failed("not a shard".into())),
+        }
+    }
+
+    /// A partner's balance, read linearizably on its shard's leader.
+    pub async fn balance(&self, partner: &str) -> Result<Option<Balance>, ClusterError> {
+        let group = shard_group(shard_of(partner, self.inner.config.shards));
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        let local = self.group(group);
+        loop {
+            let leader = local.as_ref().and_then(|g| g.raft.metrics().borrow().current_leader);
+            let attempt = match (leader, &local) {
+                (Some(l), Some(g)) if l == self.inner.id => self.local_balance(g, partner).await,
+                (Some(l), _) => {
+                    let req = PeerReq::Balance { group, partner: partner.to_string() };
+                    match self.inner.peers.call(l, &req, FORWARD_TIMEOUT).await {
+                        Ok(PeerResp::Balance(r)) => r,
+                        Ok(_) => Err(ForwardError::Failed("unexpected answer".into())),
+                        Err(e) => Err(ForwardError::Failed(e.to_string())),
+                    }
+                }
+                (None, _) => Err(ForwardError::NotLeader(None)),
+            };
+            match attempt {
+                Ok(b) => return Ok(b),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ClusterError::Unavailable(format!("group {group}: {e}")))
+                }
+                Err(_) => self.wait_for_leader_change(group, leader).await,
+            }
+        }
+    }
+
+    /// This node's view of its groups.
+    pub fn local_status(&self) -> NodeStatus {
+        let mut groups = Vec::new();
+        for (group, g) in self.all_groups() {
+            let metrics = g.raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let voters: Vec<NodeId> = membership.voter_ids().collect();
+            let learners: Vec<NodeId> = membership.learner_ids().collect();
+            let (applied, hash) = {
+                let sm = g.sm.lock();
+                let hash = match &sm.kind {
+                    SmKind::Shard(shard) => Some(shard.state_hash()),
+                    SmKind::Meta(_) => None,
+                };
+                (sm.applied.map(|l| l.index), hash)
+            };
+            groups.push(GroupStatus {
+                group,
+                leader: metrics.current_leader,
+                voters,
+                learners,
+                last_log_index: metrics.last_log_index,
+                applied_index: applied,
+                state_hash: hash,
+            });
+        }
+        NodeStatus { info: self.info(), groups }
+    }
+
+    /// The registered nodes (from the metadata group as this node has applied it).
+    pub fn nodes(&self) -> BTreeMap<NodeId, NodeInfo> {
+        let mut nodes: BTreeMap<NodeId, NodeInfo> = BTreeMap::new();
+        for (&id, peer) in &self.inner.config.initial {
+            nodes.insert(id, NodeInfo { id, peer: peer.clone(), quic: String::new(), http: None });
+        }
+        if let Some(g) = self.group(META_GROUP) {
+            if let SmKind::Meta(meta) = &g.sm.lock().kind {
+                for (id, info) in &meta.nodes {
+                    nodes.insert(*id, info.clone());
+                }
+            }
+        }
+        nodes
+    }
+
+    /// The cluster as every reachable node reports it, in the `settle cluster status --json`
+    /// shape of `docs/cluster-interface.md`.
+    pub async fn cluster_status(&self) -> serde_json::Value {
+        let nodes = self.nodes();
+        let mut reports: BTreeMap<NodeId, Option<NodeStatus>> = BTreeMap::new();
+        for &id in nodes.keys() {
+            let report = if id == self.inner.id {
+                Some(self.local_status())
+            } else {
+                match self.inner.peers.call(id, &PeerReq::Status, STATUS_TIMEOUT).await {
+                    Ok(PeerResp::Status(s)) => Some(*s),
+                    _ => None,
+                }
+            };
+            reports.insert(id, report);
+        }
+        let node_list: Vec<serde_json::Value> = nodes
+            .values()
+            .map(|n| {
+                serde_json::json!({"id": n.id, "peer": n.peer, "quic": n.quic, "http": n.http,
+                    "up": reports.get(&n.id).is_some_and(Option::is_some)})
+            })
+            .collect();
+        let mut shards = Vec::new();
+        for shard in 0..self.inner.config.shards {
+            let group = shard_group(shard);
+            let mut leader = None;
+            let mut members = Vec::new();
+            let mut learners = Vec::new();
+            let mut replicas = Vec::new();
+            let mut leader_last = None;
+            for (id, report) in &reports {
+                let Some(g) = report.as_ref().and_then(|r| r.groups.iter().find(|g| g.group == group)) else {
+                    continue;
+                };
+                if g.leader == Some(*id) {
+                    leader = Some(*id);
+                    members = g.voters.clone();
+                    learners = g.learners.clone();
+                    leader_last = g.last_log_index;
+                } else if members.is_empty() {
+                    members = g.voters.clone();
+                    learners = g.learners.clone();
+                }
+                replicas.push((*id, g.applied_index, g.state_hash.clone()));
+            }
+            let replicas: Vec<serde_json::Value> = replicas
+                .into_iter()
+                .map(|(node, applied, hash)| {
+                    let lag = match (leader_last, applied) {
+                        (Some(last), Some(a)) => Some(last.saturating_sub(a)),
+                        _ => None,
+                    };
+                    serde_json::json!({"node": node, "applied_index": applied, "state_hash": hash, "lag": lag})
+                })
+                .collect();
+            shards.push(serde_json::json!({"shard": shard, "leader": leader, "members": members,
+                "learners": learners, "replicas": replicas}));
+        }
+        serde_json::json!({"nodes": node_list, "shards": shards})
+    }
+
+    /// Stops every group and closes the peer endpoint.
+    pub async fn shutdown(&self) {
+        for (_, g) in self.all_groups() {
+            let _ = g.raft.shutdown().await;
+        }
+        self.inner.peers.close();
+    }
+}
+
+/// Merges the submissions queued for one shard into one entry, with at most
+/// [`MAX_PROPOSALS_IN_FLIGHT`] entries of the shard proposed and not yet answered.
+async fn run_batcher(inner: Weak<Inner>, shard: u32, mut rx: mpsc::UnboundedReceiver<ShardWork>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { return };
+        let mut n = first.0.len();
+        let mut works = vec![first];
+        while n < MAX_ENTRY_TXS {
+            match rx.try_recv() {
+                Ok(work) => {
+                    n += work.0.len();
+                    works.push(work);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            for (_, reply) in works {
+                let _ = reply.send(Err("the node is shutting down".into()));
+            }
+            return;
+        };
+        let me = ClusterHandle { inner };
+        tokio::spawn(async move {
+            let mut txs = Vec::with_capacity(n);
+            let mut replies = Vec::with_capacity(works.len());
+            for (part, reply) in works {
+                replies.push((part.len(), reply));
+                txs.extend(part);
+            }
+            let cmd = Cmd::Txs(TxBatch { received_at: Instant(0), txs: Arc::new(TxList::new(txs)) });
+            let answer = match me.propose(shard_group(shard), cmd).await {
+                Ok(Resp::Txs(results)) if results.len() == n => Ok(results),
+                Ok(other) => Err(format!("shard {shard} answered {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            drop(permit);
+            match answer {
+                Ok(results) => {
+                    let mut results = results.into_iter();
+                    for (len, reply) in replies {
+                        let _ = reply.send(Ok(results.by_ref().take(len).collect()));
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl PeerService for ClusterHandle {
+    async fn handle(&self, req: PeerReq) -> PeerResp {
+        let missing =
+            |group: GroupId| PeerResp::Refused(format!("node {} holds no group {group}", self.inner.id));
+        match req {
+            PeerReq::Append { group, req } => match self.group(group) {
+                Some(g) => PeerResp::Append(g.raft.append_entries(req).await),
+                None => missing(group),
+            },
+            PeerReq::Vote { group, req } => match self.group(group) {
+                Some(g) => PeerResp::Vote(g.raft.vote(req).await),
+                None => missing(group),
+            },
+            PeerReq::Snapshot { group, req } => match self.group(group) {
+                Some(g) => PeerResp::Snapshot(g.raft.install_snapshot(req).await),
+                None => missing(group),
+            },
+            PeerReq::Forward { group, cmd } => match self.group(group) {
+                Some(g) => PeerResp::Forward(self.local_write(&g, cmd).await),
+                None => PeerResp::Forward(Err(ForwardError::NotLeader(None))),
+            },
+            PeerReq::Balance { group, partner } => match self.group(group) {
+                Some(g) => PeerResp::Balance(self.local_balance(&g, &partner).await),
+                None => PeerResp::Balance(Err(ForwardError::NotLeader(None))),
+            },
+            PeerReq::Status => PeerResp::Status(Box::new(self.local_status())),
+        }
+    }
+}

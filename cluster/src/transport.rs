@@ -1,0 +1,417 @@
+//! Node-to-node traffic over QUIC: Raft RPCs (append, vote, snapshot) of every group, requests
+//! forwarded to a shard's leader, and status queries. Each node keeps one connection per peer;
+//! every RPC is one bidirectional stream on it, so the appends of the 65 groups to one peer
+//! travel together in the same packets without head-of-line blocking.
+//!
+//! Peers authenticate each other with mutual TLS: both sides present the cluster certificate and
+//! accept only a peer that presents that same certificate (pinned; names are not checked, so
+//! nodes need no per-node certificates).
+
+use crate::account::Balance;
+use crate::types::{Cmd, GroupId, NodeId, Resp, TypeConfig};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// ALPN of the peer protocol (never accepted on the client port, and the reverse).
+pub const PEER_ALPN: &[u8] = b"settle-peer/1";
+/// Largest peer message accepted.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
+/// Time to establish a connection to a peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A peer connection silent this long is closed (keep-alives every quarter of it keep live ones
+/// open), so a killed peer's connection is dropped and a restarted peer reconnected quickly.
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Concurrent RPC streams one peer may open.
+pub const MAX_PEER_STREAMS: u32 = 4096;
+
+/// Why a forwarded request was not done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ForwardError {
+    #[error("this node does not lead the group (leader: {0:?})")]
+    NotLeader(Option<NodeId>),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What one group looks like from one replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub leader: Option<NodeId>,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// The settled state's hash (shards only).
+    pub state_hash: Option<String>,
+}
+
+/// A node's answer to a status query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub info: crate::meta::NodeInfo,
+    pub groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerReq {
+    Append {
+        group: GroupId,
+        req: AppendEntriesRequest<TypeConfig>,
+    },
+    Vote {
+        group: GroupId,
+        req: VoteRequest<NodeId>,
+    },
+    Snapshot {
+        group: GroupId,
+        req: InstallSnapshotRequest<TypeConfig>,
+    },
+    /// Propose on this node, which should lead the group.
+    Forward {
+        group: GroupId,
+        cmd: Cmd,
+    },
+    /// A linearizable balance read on the group's leader.
+    Balance {
+        group: GroupId,
+        partner: String,
+    },
+    Status,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResp {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Forward(Result<Resp, ForwardError>),
+    Balance(Result<Option<Balance>, ForwardError>),
+    Status(Box<NodeStatus>),
+    /// The request could not be served at all (e.g. a group this node does not hold).
+    Refused(String),
+}
+
+/// Why a peer call failed; the request may or may not have been served.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer {0} is unreachable: {1}")]
+    Unreachable(NodeId, String),
+    #[error("peer {0}: {1}")]
+    Io(NodeId, String),
+    #[error("peer {0} timed out")]
+    Timeout(NodeId),
+    #[error("peer {0} refused: {1}")]
+    Refused(NodeId, String),
+}
+
+/// The TLS material every member shares.
+#[derive(Debug)]
+pub struct PeerTls {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+#[derive(Debug)]
+struct Pinned {
+    cert: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Pinned {
+    fn check(&self, presented: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        if presented.as_ref() == self.cert.as_ref() {
+            Ok(())
+        } else {
+            Err(rustls::Error::General("the peer did not present the cluster certificate".into()))
+        }
+    }
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.check(end_entity).map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for Pinned {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity).map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_configs(tls: &PeerTls) -> Result<(quinn::ServerConfig, quinn::ClientConfig), String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = tls.chain.first().ok_or("the cluster certificate chain is empty")?.clone();
+    let pinned = Arc::new(Pinned { cert, provider: Arc::clone(&provider) });
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(pinned.clone())
+        .with_single_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(|e| e.to_string())?;
+    server.alpn_protocols = vec![PEER_ALPN.to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(pinned)
+        .with_client_auth_cert(tls.chain.clone(), tls.key.clone_key())
+        .map_err(|e| e.to_string())?;
+    client.alpn_protocols = vec![PEER_ALPN.to_vec()];
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_PEER_STREAMS));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    transport.max_idle_timeout(PEER_IDLE_TIMEOUT.try_into().ok());
+    transport.keep_alive_interval(Some(PEER_IDLE_TIMEOUT / 4));
+    // Raft traffic is bursts of large appends: generous windows keep a follower from stalling.
+    transport.stream_receive_window(quinn::VarInt::from_u32(16 << 20));
+    transport.receive_window(quinn::VarInt::from_u32(64 << 20));
+    transport.send_window(64 << 20);
+    let transport = Arc::new(transport);
+    let server_quic = quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| e.to_string())?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_quic));
+    server.transport_config(Arc::clone(&transport));
+    let client_quic = quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| e.to_string())?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_quic));
+    client.transport_config(transport);
+    Ok((server, client))
+}
+
+/// Serves peer requests.
+pub trait PeerService: Send + Sync + 'static {
+    fn handle(&self, req: PeerReq) -> impl Future<Output = PeerResp> + Send;
+}
+
+/// The node's peer endpoint: accepts peers' calls and makes calls to peers.
+#[derive(Debug)]
+pub struct Peers {
+    endpoint: quinn::Endpoint,
+    addrs: std::sync::Mutex<HashMap<NodeId, SocketAddr>>,
+    /// Per peer, its connection; each slot has its own lock, so connecting to a dead peer never
+    /// delays calls to the others.
+    conns: std::sync::Mutex<HashMap<NodeId, Slot>>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+impl Peers {
+    /// Binds `listen`.
+    pub fn bind(listen: SocketAddr, tls: &PeerTls) -> Result<Arc<Peers>, String> {
+        let (server, client) = tls_configs(tls)?;
+        let mut endpoint =
+            quinn::Endpoint::server(server, listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        endpoint.set_default_client_config(client);
+        Ok(Arc::new(Peers {
+            endpoint,
+            addrs: std::sync::Mutex::new(HashMap::new()),
+            conns: std::sync::Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, String> {
+        self.endpoint.local_addr().map_err(|e| e.to_string())
+    }
+
+    /// Records (or changes) where a peer listens.
+    pub fn set_addr(&self, node: NodeId, addr: SocketAddr) {
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).insert(node, addr);
+    }
+
+    fn addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&node).copied()
+    }
+
+    /// Accepts peers until the endpoint closes; every stream is one request served by `service`.
+    pub fn serve<S: PeerService>(self: &Arc<Self>, service: Arc<S>) -> tokio::task::JoinHandle<()> {
+        let endpoint = self.endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let service = Arc::clone(&service);
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        let service = Arc::clone(&service);
+                        tokio::spawn(async move {
+                            let Ok(bytes) = recv.read_to_end(MAX_PEER_MESSAGE_BYTES).await else { return };
+                            let resp = match bincode::deserialize::<PeerReq>(&bytes) {
+                                Ok(req) => service.handle(req).await,
+                                Err(e) => PeerResp::Refused(format!("undecodable request: {e}")),
+                            };
+                            let Ok(out) = bincode::serialize(&resp) else { return };
+                            if send.write_all(&out).await.is_ok() {
+                                let _ = send.finish();
+                                let _ = send.stopped().await;
+                            }
+                        });
+                    }
+                });
+            }
+        })
+    }
+
+    fn slot(&self, node: NodeId) -> Slot {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(conns.entry(node).or_default())
+    }
+
+    async fn connection(&self, node: NodeId) -> Result<quinn::Connection, PeerError> {
+        let slot = self.slot(node);
+        let mut conn = slot.lock().await;
+        if let Some(c) = conn.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        *conn = None;
+        let addr = self.addr(node).ok_or_else(|| PeerError::Unreachable(node, "address unknown".into()))?;
+        let connecting = self
+            .endpoint
+            .connect(addr, "localhost")
+            .map_err(|e| PeerError::Unreachable(node, e.to_string()))?;
+        let c = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| PeerError::Unreachable(node, "connect timed out".into()))?
+            .map_err(|e| PeerError::Unreachable(node, e.to_string()))?;
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets `conn` if it is still the cached connection to `node` (after a failed call: a
+    /// peer that was killed and restarted must get a fresh connection at once).
+    async fn forget(&self, node: NodeId, conn: &quinn::Connection) {
+        let slot = self.slot(node);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            conn.close(quinn::VarInt::from_u32(1), b"failed call");
+            *cached = None;
+        }
+    }
+
+    /// One request to `node`, answered within `timeout`.
+    pub async fn call(&self, node: NodeId, req: &PeerReq, timeout: Duration) -> Result<PeerResp, PeerError> {
+        let bytes = bincode::serialize(req).map_err(|e| PeerError::Io(node, e.to_string()))?;
+        let conn = self.connection(node).await?;
+        let exchange = async {
+            let (mut send, mut recv) =
+                conn.open_bi().await.map_err(|e| PeerError::Io(node, e.to_string()))?;
+            send.write_all(&bytes).await.map_err(|e| PeerError::Io(node, e.to_string()))?;
+            send.finish().map_err(|e| PeerError::Io(node, e.to_string()))?;
+            let answer = recv
+                .read_to_end(MAX_PEER_MESSAGE_BYTES)
+                .await
+                .map_err(|e| PeerError::Io(node, e.to_string()))?;
+            bincode::deserialize::<PeerResp>(&answer).map_err(|e| PeerError::Io(node, e.to_string()))
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(PeerResp::Refused(why))) => Err(PeerError::Refused(node, why)),
+            Ok(result) => result,
+            Err(_) => Err(PeerError::Timeout(node)),
+        };
+        // A timeout says nothing about the connection (the peer may just be slow); a dead peer's
+        // connection ends at the idle timeout.
+        if matches!(result, Err(PeerError::Io(..))) {
+            self.forget(node, &conn).await;
+        }
+        result
+    }
+
+    /// Closes the endpoint (peers see the connection close at once).
+    pub fn close(&self) {
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+    }
+}

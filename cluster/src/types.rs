@@ -1,0 +1,290 @@
+//! The Raft type configuration shared by every group, and the commands and responses carried in
+//! the log. Commands serialize to the storage codec's compact encodings (a whole client batch of
+//! transactions is one entry); in memory they stay decoded behind an `Arc`, so the leader never
+//! decodes what it proposed and cloning an entry is cheap.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use settle_core::tx::TxResult;
+use settle_core::{ContractVersion, FxRate, Instant, Partner, TxInput};
+use settle_storage::{codec, LogEntry};
+use std::io::Cursor;
+use std::sync::Arc;
+
+/// A node of the cluster (`--id`).
+pub type NodeId = u64;
+/// A Raft group: [`META_GROUP`] or a shard's group (`shard + 1`).
+pub type GroupId = u32;
+/// The metadata group (node registry, placement); every initial member votes in it.
+pub const META_GROUP: GroupId = 0;
+
+/// The group of a 0-based shard.
+pub fn shard_group(shard: u32) -> GroupId {
+    shard.saturating_add(1)
+}
+
+/// The shard of a partner: FNV-1a of its id, modulo the shard count. A stable function of the
+/// id (never of the process or the build), so every node routes a partner alike.
+pub fn shard_of(partner: &str, shards: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in partner.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(shards.max(1))) as u32
+}
+
+openraft::declare_raft_types!(
+    /// The type configuration of every Settle Raft group.
+    pub TypeConfig:
+        D = Cmd,
+        R = Resp,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+);
+
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+
+/// Transactions for one shard, with their encoding made once: an entry is encoded for the
+/// leader's log and for every follower's append, and a follower keeps the bytes it decoded.
+#[derive(Debug, PartialEq)]
+pub struct TxList {
+    pub txs: Vec<TxInput>,
+    encoded: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl TxList {
+    pub fn new(txs: Vec<TxInput>) -> TxList {
+        TxList { txs, encoded: std::sync::OnceLock::new() }
+    }
+
+    fn encoded(&self) -> &[u8] {
+        self.encoded.get_or_init(|| {
+            let mut out = Vec::new();
+            codec::encode_tx_list(&mut out, &self.txs);
+            out
+        })
+    }
+}
+
+/// Transactions stamped by the shard leader with one `received_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxBatch {
+    pub received_at: Instant,
+    pub txs: Arc<TxList>,
+}
+
+/// What the metadata group records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCmd {
+    /// A node's addresses (every node registers itself when it starts serving).
+    RegisterNode(crate::meta::NodeInfo),
+    /// The node left the cluster.
+    RemoveNode(NodeId),
+    /// The replicas a shard should have (the first one is the preferred leader).
+    Place { shard: u32, nodes: Vec<NodeId> },
+}
+
+/// A command of a Raft log entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cmd {
+    /// A client batch for one shard (the leader's stamp is inside).
+    Txs(TxBatch),
+    /// An FX publication; proposed to every shard, so each shard orders it against its
+    /// transactions in its own log.
+    Rates(Arc<Vec<FxRate>>),
+    Register(Arc<Partner>),
+    AddVersion(Arc<(String, ContractVersion)>),
+    /// Closes every period of the shard due at this instant (proposed by the shard leader).
+    Tick(Instant),
+    Meta(MetaCmd),
+}
+
+/// First byte of an encoded metadata command (the other tags are the storage codec's).
+const TAG_META: u8 = 0x80;
+
+impl Cmd {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Cmd::Txs(batch) => {
+                codec::encode_tx_batch_head(out, batch.received_at);
+                out.extend_from_slice(batch.txs.encoded());
+            }
+            Cmd::Rates(rates) => codec::encode_rates_entry(out, rates),
+            Cmd::Register(partner) => codec::encode_partner_entry(out, partner),
+            Cmd::AddVersion(v) => codec::encode_contract_version_entry(out, &v.0, &v.1),
+            Cmd::Tick(at) => codec::encode_tick_entry(out, *at),
+            Cmd::Meta(meta) => {
+                out.push(TAG_META);
+                // Plain data with string keys: serialising into a Vec cannot fail.
+                let _ = serde_json::to_writer(out, meta);
+            }
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Cmd, String> {
+        match bytes.first() {
+            Some(&codec::LOG_TX_BATCH) => {
+                let (received_at, txs, list) = codec::decode_tx_batch(bytes).map_err(|e| e.to_string())?;
+                let encoded = std::sync::OnceLock::from(bytes.get(list..).unwrap_or_default().to_vec());
+                Ok(Cmd::Txs(TxBatch { received_at, txs: Arc::new(TxList { txs, encoded }) }))
+            }
+            Some(&TAG_META) => serde_json::from_slice(&bytes[1..]).map(Cmd::Meta).map_err(|e| e.to_string()),
+            _ => match codec::decode_log_entry(bytes).map_err(|e| e.to_string())? {
+                LogEntry::Rates(rates) => Ok(Cmd::Rates(Arc::new(rates))),
+                LogEntry::Partner(partner) => Ok(Cmd::Register(Arc::new(partner))),
+                LogEntry::ContractVersion { partner, version } => {
+                    Ok(Cmd::AddVersion(Arc::new((partner, version))))
+                }
+                LogEntry::Tick(at) => Ok(Cmd::Tick(at)),
+                LogEntry::Tx { .. } | LogEntry::FxMaxAge(_) => {
+                    Err("a standalone log record is not a cluster command".into())
+                }
+            },
+        }
+    }
+}
+
+impl Serialize for Cmd {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        s.serialize_bytes(&out)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cmd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cmd, D::Error> {
+        let bytes: serde_bytes_buf::Buf = serde::de::Deserialize::deserialize(d)?;
+        let bytes = bytes.0;
+        Cmd::decode(&bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What applying an entry answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resp {
+    /// One result per transaction of a `Cmd::Txs`, in order.
+    Txs(Vec<TxResult>),
+    /// Control commands (and blank/membership entries): done, or refused with a reason.
+    Done(Result<(), String>),
+}
+
+impl Serialize for Resp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = Vec::new();
+        match self {
+            Resp::Txs(results) => {
+                out.push(0);
+                codec::encode_tx_results(&mut out, results);
+            }
+            Resp::Done(result) => {
+                out.push(1);
+                let _ = serde_json::to_writer(&mut out, result);
+            }
+        }
+        s.serialize_bytes(&out)
+    }
+}
+
+impl<'de> Deserialize<'de> for Resp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Resp, D::Error> {
+        let bytes = serde_bytes_buf::Buf::deserialize(d)?.0;
+        match bytes.split_first() {
+            Some((0, rest)) => {
+                codec::decode_tx_results(rest).map(Resp::Txs).map_err(serde::de::Error::custom)
+            }
+            Some((1, rest)) => serde_json::from_slice(rest).map(Resp::Done).map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom("unknown response tag")),
+        }
+    }
+}
+
+/// Reads a byte string as one bulk copy (a plain `Vec<u8>` would be read byte by byte).
+mod serde_bytes_buf {
+    pub struct Buf(pub Vec<u8>);
+
+    struct Visitor;
+
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Buf;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Buf, E> {
+            Ok(Buf(v.to_vec()))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Buf, E> {
+            Ok(Buf(v))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Buf, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(Buf(out))
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Buf {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Buf, D::Error> {
+            d.deserialize_byte_buf(Visitor)
+        }
+    }
+}
+
+/// Snapshot bytes as openraft streams them.
+pub type SnapshotData = Cursor<Vec<u8>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(id: &str, amount: &str) -> TxInput {
+        let value = serde_json::json!({"id": id, "partner": "p", "kind": "sale", "amount": amount,
+            "currency": "EUR", "occurred_at": "2026-01-02T10:00:00Z", "metadata": {"k": [1, 2]}});
+        settle_core::scenario::parse_transaction(&value, "tx", Some(Instant(5))).unwrap()
+    }
+
+    #[test]
+    fn commands_and_responses_round_trip_through_bincode() {
+        let txs = vec![tx("a", "10.00"), tx("b", "0.01")];
+        let cmd = Cmd::Txs(TxBatch { received_at: Instant(1_700_000_000), txs: Arc::new(TxList::new(txs)) });
+        let bytes = bincode::serialize(&cmd).unwrap();
+        let back: Cmd = bincode::deserialize(&bytes).unwrap();
+        let Cmd::Txs(batch) = &back else { panic!("{back:?}") };
+        assert_eq!(batch.received_at, Instant(1_700_000_000));
+        assert_eq!(batch.txs.txs.len(), 2);
+        // Every transaction carries the batch's stamp, whatever it had before.
+        assert!(batch.txs.txs.iter().all(|t| t.received_at == Instant(1_700_000_000)));
+        // Encoding the decoded command again gives the same bytes (the kept encoding).
+        assert_eq!(bincode::serialize(&back).unwrap(), bytes);
+        let meta = Cmd::Meta(MetaCmd::RemoveNode(4));
+        assert_eq!(bincode::deserialize::<Cmd>(&bincode::serialize(&meta).unwrap()).unwrap(), meta);
+        for resp in [Resp::Done(Ok(())), Resp::Done(Err("no".into()))] {
+            assert_eq!(bincode::deserialize::<Resp>(&bincode::serialize(&resp).unwrap()).unwrap(), resp);
+        }
+        assert!(Cmd::decode(&[]).is_err());
+        assert!(Cmd::decode(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    #[test]
+    fn shard_of_is_stable_and_in_range() {
+        // Pinned values: changing the function would move every partner to another shard.
+        assert_eq!(shard_of("", 64), (0xcbf2_9ce4_8422_2325u64 % 64) as u32);
+        for shards in [1, 3, 64] {
+            for p in ["a", "partner-1", "ü"] {
+                assert!(shard_of(p, shards) < shards);
+                assert_eq!(shard_of(p, shards), shard_of(p, shards));
+            }
+        }
+        assert_eq!(shard_of("x", 0), 0);
+    }
+}

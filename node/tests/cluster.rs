@@ -1,0 +1,277 @@
+//! A real 3-node cluster: three `settle node` processes on 127.0.0.1, the real client over QUIC.
+//! Submits through a follower and a leader, SIGKILLs the leader of a shard, checks that writes
+//! resume and that nothing acknowledged is lost or applied twice, restarts it and checks that
+//! every shard's replicas converge to equal state hashes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use settle_client::{Client, ClientConfig, RetryPolicy};
+use settle_wire::{self as wire, tx_result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "cluster-test-key-0123456789";
+const SHARDS: u32 = 8;
+const PARTNERS: usize = 12;
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a shard may take to accept writes again after its leader is killed (generous for a
+/// debug build on a loaded machine; the target in release is 2 s).
+const FAILOVER_DEADLINE: Duration = Duration::from_secs(20);
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
+
+struct Node {
+    id: u64,
+    child: Option<Child>,
+    data: PathBuf,
+    peer: String,
+    quic: Option<SocketAddr>,
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    bootstrap: String,
+    pem: Vec<u8>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), certified.key_pair.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("api-key"), KEY).unwrap();
+        let nodes: Vec<Node> = (1..=3)
+            .map(|id| Node {
+                id,
+                child: None,
+                data: dir.path().join(format!("node-{id}")),
+                peer: format!("127.0.0.1:{}", free_port()),
+                quic: None,
+            })
+            .collect();
+        let bootstrap = nodes.iter().map(|n| format!("{}={}", n.id, n.peer)).collect::<Vec<_>>().join(",");
+        let pem = certified.cert.pem().into_bytes();
+        Cluster { dir, nodes, bootstrap, pem }
+    }
+
+    fn start(&mut self, i: usize) {
+        let dir = self.dir.path().to_path_buf();
+        let node = &mut self.nodes[i];
+        // The same port again on a restart, so that clients of the old address find it.
+        let listen = node.quic.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_settle"))
+            .args(["node", "--id", &node.id.to_string(), "--data"])
+            .arg(&node.data)
+            .args(["--listen", &listen, "--peer-listen", &node.peer, "--bootstrap", &self.bootstrap])
+            .args(["--shards", &SHARDS.to_string(), "--cert"])
+            .arg(dir.join("cert.pem"))
+            .arg("--key")
+            .arg(dir.join("key.pem"))
+            .arg("--api-key-file")
+            .arg(dir.join("api-key"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if line.contains("\"ready\"") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx.recv_timeout(READY_TIMEOUT).expect("node ready");
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(ready["node_id"], node.id);
+        assert_eq!(ready["peer"], node.peer.as_str());
+        node.quic = Some(ready["quic"].as_str().unwrap().parse().unwrap());
+        node.child = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    async fn client(&self, i: usize) -> Client {
+        let mut config = ClientConfig::new(self.nodes[i].quic.unwrap(), self.pem.clone(), KEY);
+        config.retry = RetryPolicy {
+            max_attempts: 50,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        };
+        Client::connect(config).await.unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn sale(id: String, partner: usize) -> wire::Transaction {
+    wire::Transaction {
+        id,
+        partner: Some(format!("p{partner}")),
+        kind: wire::TxKind::Sale as i32,
+        amount: Some(format!("{}.{:02}", 10 + partner, partner)),
+        currency: Some("EUR".into()),
+        occurred_at: common::now_rfc3339(),
+        ..Default::default()
+    }
+}
+
+/// Everything acknowledged: per id its transaction and the answer.
+type Acked = BTreeMap<String, (wire::Transaction, wire::TxResult)>;
+
+/// Submits `batch` until it is acknowledged (retrying with the same ids), within `deadline`.
+async fn submit_until_acked(
+    client: &Client,
+    batch: Vec<wire::Transaction>,
+    deadline: Duration,
+    acked: &mut Acked,
+) {
+    let start = Instant::now();
+    loop {
+        match client.submit(batch.clone()).await {
+            Ok(results) => {
+                for (tx, r) in batch.into_iter().zip(results) {
+                    assert!(matches!(r.outcome, Some(tx_result::Outcome::Applied(_))), "{r:?}");
+                    acked.insert(tx.id.clone(), (tx, r));
+                }
+                return;
+            }
+            Err(e) => assert!(start.elapsed() < deadline, "no ack within {deadline:?}: {e}"),
+        }
+    }
+}
+
+async fn status(client: &Client) -> serde_json::Value {
+    serde_json::from_str(&client.cluster_status().await.unwrap()).unwrap()
+}
+
+fn data_dir_exists(p: &Path) -> bool {
+    p.join("raft").exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_fail_over_without_losing_acknowledged_transactions() {
+    let mut cluster = Cluster::new();
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    assert!(data_dir_exists(&cluster.nodes[0].data));
+    let c1 = cluster.client(0).await;
+    let c2 = cluster.client(1).await;
+    for p in 0..PARTNERS {
+        c2.register_partner(common::partner_json(&format!("p{p}"), "EUR")).await.unwrap();
+    }
+    let mut acked = Acked::new();
+    let mut next = 0usize;
+    let mut batch = |n: usize| -> Vec<wire::Transaction> {
+        (0..n)
+            .map(|_| {
+                next += 1;
+                sale(format!("tx-{next:06}"), next % PARTNERS)
+            })
+            .collect()
+    };
+    // Through node 2 and node 1: each leads some shards and follows the others.
+    for round in 0..10 {
+        let client = if round % 2 == 0 { &c2 } else { &c1 };
+        submit_until_acked(client, batch(40), FAILOVER_DEADLINE, &mut acked).await;
+    }
+
+    // Kill the leader of p0's shard (whichever node it is), then write through a survivor.
+    let before = status(&c1).await;
+    let shard = before["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["replicas"].as_array().is_some_and(|r| r.len() == 3) && s["leader"].is_u64())
+        .expect("a shard with a leader")
+        .clone();
+    let victim = shard["leader"].as_u64().unwrap() as usize - 1;
+    cluster.kill(victim);
+    let survivor = if victim == 0 { &c2 } else { &c1 };
+    let killed_at = Instant::now();
+    for _ in 0..10 {
+        submit_until_acked(survivor, batch(40), FAILOVER_DEADLINE, &mut acked).await;
+    }
+    eprintln!("after the kill, 10 batches over every shard were acknowledged in {:?}", killed_at.elapsed());
+
+    cluster.start(victim);
+    let restarted = cluster.client(victim).await;
+    submit_until_acked(&restarted, batch(40), FAILOVER_DEADLINE, &mut acked).await;
+
+    // Nothing acknowledged is lost or applied twice: a repeat of each id answers the first
+    // result, flagged duplicate.
+    let all: Vec<_> = acked.values().cloned().collect();
+    for chunk in all.chunks(100) {
+        let repeats: Vec<wire::Transaction> = chunk.iter().map(|(tx, _)| tx.clone()).collect();
+        let results = restarted.submit(repeats).await.unwrap();
+        for ((tx, first), again) in chunk.iter().zip(results) {
+            assert!(again.duplicate, "{} was applied again: {again:?}", tx.id);
+            assert_eq!(again.outcome, first.outcome, "{}", tx.id);
+        }
+    }
+    // Balances equal the last acknowledged payable of each partner (batches were sequential).
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for (tx, r) in acked.values() {
+        if let Some(tx_result::Outcome::Applied(a)) = &r.outcome {
+            let key = tx.partner.clone().unwrap();
+            let seq: usize = tx.id[3..].parse().unwrap();
+            let entry = last.entry(key).or_insert_with(|| format!("{seq:06}|{}", a.payable_after));
+            if entry.as_str() < format!("{seq:06}|").as_str() {
+                *entry = format!("{seq:06}|{}", a.payable_after);
+            }
+        }
+    }
+    for (partner, tagged) in &last {
+        let payable = tagged.split('|').nth(1).unwrap();
+        assert_eq!(c1.balance(partner).await.unwrap().payable, payable, "{partner}");
+    }
+
+    // Every shard's replicas converge: same applied index, same state hash.
+    let start = Instant::now();
+    loop {
+        let s = status(&c1).await;
+        let shards = s["shards"].as_array().unwrap();
+        let converged = shards.len() == SHARDS as usize
+            && shards.iter().all(|sh| {
+                let replicas = sh["replicas"].as_array().unwrap();
+                replicas.len() == 3
+                    && replicas.iter().all(|r| r["state_hash"] == replicas[0]["state_hash"])
+                    && replicas.iter().all(|r| r["applied_index"] == replicas[0]["applied_index"])
+            });
+        if converged {
+            break;
+        }
+        assert!(start.elapsed() < CONVERGE_DEADLINE, "replicas did not converge: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,244 @@
+//! The clustered node's database: one RocksDB shared by every Raft group on the node (the
+//! metadata group and the shard groups). It stores bytes the cluster crate encodes (log entries,
+//! votes, applied ids) under keys built in [`keys`]; it knows nothing of Raft itself.
+//!
+//! Writes are lists of [`RaftOp`] applied atomically in one `WriteBatch`; the cluster's log
+//! writer merges the appends of all groups into one call with `sync = true` (group commit).
+
+use crate::codec::{self, AccountSummary};
+use crate::keys::{self, RaftStateKey, RAFT_CFS};
+use crate::StorageError;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use settle_core::Statement;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The format of a cluster data dir; bump with any change to keys or values.
+pub const RAFT_FORMAT_VERSION: u32 = 1;
+const META_FORMAT: &[u8] = b"format_version";
+
+/// One write of a [`RaftDb::write`] batch.
+#[derive(Debug)]
+pub enum RaftOp {
+    /// A log entry (encoded by the caller).
+    PutLog { group: u32, index: u64, entry: Vec<u8> },
+    /// Removes the group's log entries with index >= `from` (a conflicting suffix).
+    TruncateLog { group: u32, from: u64 },
+    /// Removes the group's log entries with index <= `upto` (compaction).
+    PurgeLog { group: u32, upto: u64 },
+    /// A per-group record (vote, purged id, applied id, snapshot).
+    PutState { group: u32, what: RaftStateKey, value: Vec<u8> },
+    /// A partner's account summary in a shard (query record).
+    PutAccount { group: u32, partner: String, summary: AccountSummary },
+    /// An issued statement in a shard (query record).
+    PutStatement { group: u32, statement: Box<Statement> },
+    /// Removes everything of a group's state machine (before a snapshot is installed).
+    ClearGroupState { group: u32 },
+}
+
+/// The database of a clustered node.
+pub struct RaftDb {
+    db: DB,
+    /// Test hook: when set, writes fail as a failed disk write would.
+    fail_writes: AtomicBool,
+}
+
+impl std::fmt::Debug for RaftDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftDb").field("path", &self.db.path()).finish()
+    }
+}
+
+fn corrupt(cf: &'static str, key: &[u8], detail: &str) -> StorageError {
+    StorageError::Corrupt {
+        cf,
+        key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        source: codec::CodecError { what: "raft record", detail: detail.to_string() },
+    }
+}
+
+impl RaftDb {
+    /// Opens (or creates) the cluster database in `dir`.
+    pub fn open(dir: &Path) -> Result<RaftDb, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_write_buffer_size(64 << 20);
+        opts.increase_parallelism(2);
+        let cfs = RAFT_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let store = RaftDb { db, fail_writes: AtomicBool::new(false) };
+        let meta = store.cf(keys::CF_RAFT_META)?;
+        match store.db.get_cf(meta, META_FORMAT)? {
+            Some(bytes) => {
+                let raw: [u8; 4] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(keys::CF_RAFT_META, META_FORMAT, "format version length"))?;
+                let found = u32::from_be_bytes(raw);
+                if found != RAFT_FORMAT_VERSION {
+                    return Err(StorageError::UnsupportedFormat { found });
+                }
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, META_FORMAT, RAFT_FORMAT_VERSION.to_be_bytes());
+                store.write_batch(batch, true)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
+        self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
+    }
+
+    fn write_batch(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(StorageError::CommitRefused("write failure injected by a test".into()));
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Applies `ops` atomically; with `sync` the WAL is fsync'd before it returns.
+    pub fn write(&self, ops: &[RaftOp], sync: bool) -> Result<(), StorageError> {
+        let log = self.cf(keys::CF_RAFT_LOG)?;
+        let state = self.cf(keys::CF_RAFT_STATE)?;
+        let accounts = self.cf(keys::CF_SHARD_ACCOUNTS)?;
+        let statements = self.cf(keys::CF_SHARD_STATEMENTS)?;
+        let mut batch = WriteBatch::default();
+        let mut scratch = Vec::new();
+        for op in ops {
+            match op {
+                RaftOp::PutLog { group, index, entry } => {
+                    batch.put_cf(log, keys::raft_log(*group, *index), entry)
+                }
+                RaftOp::TruncateLog { group, from } => {
+                    let (_, end) = keys::group_range(*group);
+                    batch.delete_range_cf(log, &keys::raft_log(*group, *from)[..], &end[..]);
+                }
+                RaftOp::PurgeLog { group, upto } => {
+                    let (start, _) = keys::group_range(*group);
+                    // The end is exclusive.
+                    match upto.checked_add(1) {
+                        Some(next) => {
+                            batch.delete_range_cf(log, &start[..], &keys::raft_log(*group, next)[..])
+                        }
+                        None => batch.delete_range_cf(log, start, keys::group_range(*group).1),
+                    }
+                }
+                RaftOp::PutState { group, what, value } => {
+                    batch.put_cf(state, keys::raft_state(*group, *what), value)
+                }
+                RaftOp::PutAccount { group, partner, summary } => {
+                    scratch.clear();
+                    codec::encode_account(&mut scratch, summary);
+                    batch.put_cf(accounts, keys::shard_account(*group, partner), &scratch);
+                }
+                RaftOp::PutStatement { group, statement } => {
+                    scratch.clear();
+                    codec::encode_statement(&mut scratch, statement);
+                    let key = keys::shard_statement(*group, &statement.partner, statement.period.start);
+                    batch.put_cf(statements, key, &scratch);
+                }
+                RaftOp::ClearGroupState { group } => {
+                    let (start, end) = keys::group_range(*group);
+                    batch.delete_range_cf(accounts, start, end);
+                    batch.delete_range_cf(statements, start, end);
+                    let applied = keys::raft_state(*group, RaftStateKey::Applied);
+                    batch.delete_cf(state, applied);
+                }
+            }
+        }
+        self.write_batch(batch, sync)
+    }
+
+    /// A group's log entries with `from <= index < to`, in index order.
+    pub fn log_range(&self, group: u32, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let cf = self.cf(keys::CF_RAFT_LOG)?;
+        let start = keys::raft_log(group, from);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item?;
+            let Some((g, index)) = keys::parse_raft_log(&key) else {
+                return Err(corrupt(keys::CF_RAFT_LOG, &key, "key length"));
+            };
+            if g != group || index >= to {
+                break;
+            }
+            out.push((index, value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A group's last log entry.
+    pub fn last_log(&self, group: u32) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let cf = self.cf(keys::CF_RAFT_LOG)?;
+        let (_, end) = keys::group_range(group);
+        let mut iter = self.db.raw_iterator_cf(cf);
+        iter.seek_for_prev(end);
+        iter.status()?;
+        let (Some(key), Some(value)) = (iter.key(), iter.value()) else { return Ok(None) };
+        let Some((g, index)) = keys::parse_raft_log(key) else {
+            return Err(corrupt(keys::CF_RAFT_LOG, key, "key length"));
+        };
+        if g != group {
+            return Ok(None);
+        }
+        Ok(Some((index, value.to_vec())))
+    }
+
+    /// A per-group record.
+    pub fn state(&self, group: u32, what: RaftStateKey) -> Result<Option<Vec<u8>>, StorageError> {
+        let cf = self.cf(keys::CF_RAFT_STATE)?;
+        Ok(self.db.get_cf(cf, keys::raft_state(group, what))?)
+    }
+
+    /// Every group that has a record in `raft_state` (the groups this node has held).
+    pub fn groups(&self) -> Result<Vec<u32>, StorageError> {
+        let cf = self.cf(keys::CF_RAFT_STATE)?;
+        let mut out: Vec<u32> = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (key, _) = item?;
+            let group: [u8; 4] = key
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt(keys::CF_RAFT_STATE, &key, "key"))?;
+            let group = u32::from_be_bytes(group);
+            if out.last() != Some(&group) {
+                out.push(group);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node's cluster configuration, if it was bootstrapped or joined.
+    pub fn cluster_config(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db.get_cf(self.cf(keys::CF_RAFT_META)?, keys::RAFT_META_CLUSTER)?)
+    }
+
+    /// Records the cluster configuration (synced).
+    pub fn put_cluster_config(&self, value: &[u8]) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(keys::CF_RAFT_META)?, keys::RAFT_META_CLUSTER, value);
+        self.write_batch(batch, true)
+    }
+
+    /// Test hook: makes every later write fail.
+    #[doc(hidden)]
+    pub fn inject_write_failures(&self, fail: bool) {
+        self.fail_writes.store(fail, Ordering::SeqCst);
+    }
+
+    /// Writes memtables out (a clean shutdown's courtesy; durability never depends on it).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        for name in RAFT_CFS {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+}
