@@ -81,6 +81,11 @@ enum Command {
     /// JSON summary. Exit codes: 0 all applied, 3 some rows are exceptions, 2 unusable mapping or
     /// header, 1 stopped part way (rerun).
     Import(ops::import::ImportArgs),
+    /// Reconcile a partner's own report for a period against the node's records: matched,
+    /// missing on either side, amount or currency mismatches, one-to-many; JSON or CSV. Exit
+    /// codes: 0 all matched, 3 discrepancies, 2 unusable input, 1 failure. `resolve` closes a
+    /// dispute item of the journal with a note.
+    Reconcile(Box<ops::reconcile::ReconcileArgs>),
 }
 
 /// Exit code for input that is not well formed (spec: a malformed scenario exits with 2).
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
             run_async(run_node(opts))
         }
         Command::Import(args) => ops::import::run(args),
+        Command::Reconcile(args) => ops::reconcile::run(*args),
         Command::Dev { data, listen, partners, quiet } => {
             let tls = TlsSource::Dev { dir: data.join("tls") };
             let key_file = data.join(DEV_API_KEY_FILE);
