@@ -92,6 +92,10 @@ enum Command {
     /// Restore a backup into an empty data directory (manifest and store format verified); then
     /// start `settle node --data DIR` on it.
     Restore(ops::backup::RestoreArgs),
+    /// Closed periods older than an age to zstd JSON lines with a checksum manifest (`export`,
+    /// from a backup, read-only; nothing is removed from the store), `verify`, and `restore` for
+    /// an audit.
+    Archive(ops::archive::ArchiveArgs),
 }
 
 /// Exit code for input that is not well formed (spec: a malformed scenario exits with 2).
@@ -116,6 +120,7 @@ fn main() -> ExitCode {
         Command::Reconcile(args) => ops::reconcile::run(*args),
         Command::Backup(args) => ops::backup::backup(args),
         Command::Restore(args) => ops::backup::restore(args),
+        Command::Archive(args) => ops::archive::run(args),
         Command::Dev { data, listen, partners, quiet } => {
             let tls = TlsSource::Dev { dir: data.join("tls") };
             let key_file = data.join(DEV_API_KEY_FILE);
