@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod backend;
+mod ops;
 
 #[derive(Debug, Parser)]
 #[command(name = "settle", version, about = "Settle: a real-time settlement engine")]
@@ -85,6 +86,26 @@ enum Command {
         #[arg(long)]
         single: bool,
     },
+    /// Import a partner's file through a mapping (CSV, JSON lines, fixed-width) into a running
+    /// node, in batches with ids derived from the rows (re-importing changes nothing). Prints a
+    /// JSON summary. Exit codes: 0 all applied, 3 some rows are exceptions, 2 unusable mapping or
+    /// header, 1 stopped part way (rerun).
+    Import(ops::import::ImportArgs),
+    /// Reconcile a partner's own report for a period against the node's records: matched,
+    /// missing on either side, amount or currency mismatches, one-to-many; JSON or CSV. Exit
+    /// codes: 0 all matched, 3 discrepancies, 2 unusable input, 1 failure. `resolve` closes a
+    /// dispute item of the journal with a note.
+    Reconcile(Box<ops::reconcile::ReconcileArgs>),
+    /// Online, consistent backup of a running node: the node takes a RocksDB checkpoint into
+    /// OUT/engine (OUT on the node's host) and a manifest of checksums is written beside it.
+    Backup(ops::backup::BackupArgs),
+    /// Restore a backup into an empty data directory (manifest and store format verified); then
+    /// start `settle node --data DIR` on it.
+    Restore(ops::backup::RestoreArgs),
+    /// Closed periods older than an age to zstd JSON lines with a checksum manifest (`export`,
+    /// from a backup, read-only; nothing is removed from the store), `verify`, and `restore` for
+    /// an audit.
+    Archive(ops::archive::ArchiveArgs),
 }
 
 /// How `settle cluster` reaches a member.
@@ -183,6 +204,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Cluster { action } => run_async(cluster_command(action)),
+        Command::Import(args) => ops::import::run(args),
+        Command::Reconcile(args) => ops::reconcile::run(*args),
+        Command::Backup(args) => ops::backup::backup(args),
+        Command::Restore(args) => ops::backup::restore(args),
+        Command::Archive(args) => ops::archive::run(args),
         Command::Dev { data, listen, partners, quiet, single } if !single => {
             run_async(run_dev_cluster(data, listen, partners, quiet))
         }

@@ -19,11 +19,13 @@
 mod account;
 mod committer;
 mod demo;
+mod listing;
 mod recovery;
 mod router;
 mod sequencer;
 
 pub use demo::{demo_partners, demo_partners_since, demo_rates, DEMO_SINCE};
+pub use listing::{ListPage, ListQuery};
 
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Outcome, Partner, Span, Statement, TxInput};
