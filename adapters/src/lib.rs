@@ -1,0 +1,20 @@
+//! settle-adapters: partner feed adapters. A declarative TOML mapping turns a partner's own file
+//! (CSV with any delimiter and decimal separator, JSON lines, fixed-width) into Settle's canonical
+//! transactions (`settle_wire::Transaction`, decimal strings), streamed record by record from any
+//! `Read`, with idempotency keys derived from each row.
+//!
+//! It owns the mapping file format (documented in `docs/import-and-reconcile.md`) and the rules
+//! for rows that cannot be mapped: such a row is never dropped, it becomes a transaction built to
+//! be filed by the engine as an exception, with `metadata.import = {row, file, error}`. It must
+//! not do I/O beyond the reader it is given (no network, no async), nor settle anything: the
+//! engine's validation is the only judge of a transaction.
+
+pub mod mapping;
+pub mod number;
+pub mod record;
+pub mod rows;
+pub mod time;
+
+pub use mapping::{Mapping, MappingError};
+pub use record::ReadError;
+pub use rows::{canonical_json, MappedRow, Rows};
