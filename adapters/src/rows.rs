@@ -146,6 +146,8 @@ impl<R: Read> Rows<R> {
         let m = self.mapping.clone();
         let f = &m.fields;
         let mut errors: Vec<String> = Vec::new();
+        // Errors the engine cannot see by itself (code tables, the sign column).
+        let mut hidden = false;
 
         let id = match self.field(values, &f.id) {
             Some(raw) if m.id.prefix.len() + raw.len() <= MAX_ID_BYTES => format!("{}{raw}", m.id.prefix),
@@ -160,6 +162,7 @@ impl<R: Read> Rows<R> {
                 Some(ours) => ours.clone(),
                 None => {
                     errors.push(format!("partner {p:?} is not in codes.partner"));
+                    hidden = true;
                     p
                 }
             }
@@ -174,13 +177,14 @@ impl<R: Read> Rows<R> {
                     Some(ours) => ours.clone(),
                     None => {
                         errors.push(format!("currency {c:?} is not in codes.currency"));
+                        hidden = true;
                         c
                     }
                 }
             });
 
         let (kind, kind_failed) = self.kind(values, &mut errors);
-        let (amount, amount_failed) = self.amount(values, &kind, &mut errors);
+        let (amount, amount_failed) = self.amount(values, &kind, &mut errors, &mut hidden);
         let (kind, amount) = match amount {
             Ok((kind, amount)) => (kind, Some(amount)),
             Err(raw) => (kind, raw),
@@ -228,9 +232,9 @@ impl<R: Read> Rows<R> {
         }
 
         let error = (!errors.is_empty()).then(|| errors.join("; "));
-        // Errors the engine would not see by itself (code tables, the sign column) must still
-        // keep the row from being applied: its amount is sent unusable.
-        let amount = if error.is_some() && !amount_failed && !kind_failed {
+        // Errors the engine would not see by itself must still keep the row from being
+        // applied: its amount is sent unusable.
+        let amount = if hidden && !amount_failed && !kind_failed {
             Some(amount.filter(|a| !is_spec_amount(a)).unwrap_or_default())
         } else {
             amount
@@ -285,6 +289,7 @@ impl<R: Read> Rows<R> {
         values: &Values,
         kind: &str,
         errors: &mut Vec<String>,
+        hidden: &mut bool,
     ) -> (Result<(String, String), Option<String>>, bool) {
         let m = &self.mapping;
         let f = &m.fields;
@@ -321,6 +326,7 @@ impl<R: Read> Rows<R> {
                         "sign {:?} is neither a debit nor a credit value",
                         other.unwrap_or_default()
                     ));
+                    *hidden = true;
                 }
             }
         }
