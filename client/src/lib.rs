@@ -380,6 +380,30 @@ impl Client {
         ok_body(self.call(&req).await?)
     }
 
+    /// One page of a partner's transactions with `from <= occurred_at < to` (`to` empty: the end
+    /// of the partner's period containing `from`), after log sequence `after_seq`. Read on with
+    /// `next_after_seq` until `done`.
+    pub async fn list_transactions(
+        &self,
+        query: wire::ListTransactions,
+    ) -> Result<wire::TransactionPage, ClientError> {
+        let req = Request::new(request::Body::ListTransactions(query));
+        match self.call(&req).await? {
+            response::Body::TransactionPage(p) => Ok(p),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Admin: asks the node for a consistent checkpoint of its store in `dir` (an absolute path
+    /// on the node's host that does not exist yet).
+    pub async fn create_checkpoint(&self, dir: impl Into<String>) -> Result<wire::CheckpointCreated, ClientError> {
+        let req = Request::new(request::Body::CreateCheckpoint(wire::CreateCheckpoint { dir: dir.into() }));
+        match self.call(&req).await? {
+            response::Body::CheckpointCreated(c) => Ok(c),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Closes the connection and waits (briefly) for the close to reach the node.
     pub async fn close(&self) {
         self.drop_connection().await;

@@ -169,6 +169,16 @@ impl Store {
         Ok(LogIter { raw, from, after: None, pending: Vec::new().into_iter(), done: false })
     }
 
+    /// A consistent point-in-time copy of the whole store in `dir` (which must not exist): hard
+    /// links of the SST files on the same filesystem, copies otherwise, plus the WAL. Returns a
+    /// log sequence that the copy holds at least (every write acknowledged before the call).
+    pub fn checkpoint(&self, dir: &Path) -> Result<Option<u64>, StorageError> {
+        let at_least = self.last_seq()?;
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        checkpoint.create_checkpoint(dir)?;
+        Ok(at_least)
+    }
+
     /// Every statement of a partner, by period start.
     pub fn statements(&self, partner: &str) -> Result<Vec<Statement>, StorageError> {
         let cf = self.cf(keys::CF_STATEMENTS)?;

@@ -24,6 +24,15 @@ pub const MAX_BATCH_TXS: usize = 8192;
 /// Most rates in one PublishRates.
 pub const MAX_RATES_PER_REQUEST: usize = 8192;
 
+/// Most items in one TransactionPage (ListTransactions.limit).
+pub const MAX_LIST_ITEMS: usize = 2000;
+
+/// Most log entries one ListTransactions reads before answering (bounds the work per request).
+pub const MAX_LIST_SCAN: usize = 100_000;
+
+/// Encoded size a TransactionPage stops growing at, well inside MAX_FRAME_BYTES.
+pub const MAX_LIST_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
 /// Why bytes could not be turned into a message (or a message into a frame).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum WireError {

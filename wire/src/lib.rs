@@ -19,7 +19,8 @@ mod messages;
 pub use frame::{
     decode_request, decode_request_frame, decode_response, decode_response_frame, encode_frame,
     frame_body_len, split_frame, whole_frame_body, WireError, ALPN, FRAME_HEADER_BYTES, MAX_BATCH_TXS,
-    MAX_FRAME_BYTES, MAX_RATES_PER_REQUEST, PROTOCOL_VERSION,
+    MAX_FRAME_BYTES, MAX_LIST_ITEMS, MAX_LIST_PAGE_BYTES, MAX_LIST_SCAN, MAX_RATES_PER_REQUEST,
+    PROTOCOL_VERSION,
 };
 pub use messages::*;
 

@@ -6,7 +6,7 @@
 pub struct Request {
     #[prost(uint32, tag = "1")]
     pub version: u32,
-    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7, 8, 20, 21")]
     pub body: Option<request::Body>,
 }
 
@@ -27,6 +27,10 @@ pub mod request {
         AddContractVersion(super::AddContractVersion),
         #[prost(message, tag = "8")]
         GetClusterStatus(super::GetClusterStatus),
+        #[prost(message, tag = "20")]
+        ListTransactions(super::ListTransactions),
+        #[prost(message, tag = "21")]
+        CreateCheckpoint(super::CreateCheckpoint),
     }
 }
 
@@ -127,12 +131,70 @@ pub struct AddContractVersion {
     pub version_json: String,
 }
 
+/// Operations: a partner's transactions with `occurred_at` in [from, to), by a bounded scan of
+/// the node's log after `after_seq` (see `docs/protocol.md`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListTransactions {
+    #[prost(string, tag = "1")]
+    pub partner: String,
+    #[prost(string, tag = "2")]
+    pub from: String,
+    #[prost(string, tag = "3")]
+    pub to: String,
+    #[prost(uint64, tag = "4")]
+    pub after_seq: u64,
+    #[prost(uint32, tag = "5")]
+    pub limit: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListedTransaction {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(message, optional, tag = "2")]
+    pub tx: Option<Transaction>,
+    #[prost(string, tag = "3")]
+    pub received_at: String,
+    #[prost(message, optional, tag = "4")]
+    pub result: Option<TxResult>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TransactionPage {
+    #[prost(message, repeated, tag = "1")]
+    pub items: Vec<ListedTransaction>,
+    #[prost(uint64, tag = "2")]
+    pub next_after_seq: u64,
+    #[prost(bool, tag = "3")]
+    pub done: bool,
+    #[prost(string, tag = "4")]
+    pub period_start: String,
+    #[prost(string, tag = "5")]
+    pub period_end: String,
+}
+
+/// Admin: a consistent RocksDB checkpoint of the node's store into `dir` (a path on the node's
+/// host that must not exist yet).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateCheckpoint {
+    #[prost(string, tag = "1")]
+    pub dir: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckpointCreated {
+    #[prost(string, tag = "1")]
+    pub dir: String,
+    #[prost(uint64, tag = "2")]
+    pub last_seq: u64,
+}
+
 /// The answer to one request, as one frame on the same stream.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Response {
     #[prost(uint32, tag = "1")]
     pub version: u32,
-    #[prost(oneof = "response::Body", tags = "2, 3, 4, 5, 6")]
+    #[prost(oneof = "response::Body", tags = "2, 3, 4, 5, 6, 20, 21")]
     pub body: Option<response::Body>,
 }
 
@@ -149,6 +211,10 @@ pub mod response {
         Error(super::ErrorReply),
         #[prost(message, tag = "6")]
         ClusterStatus(super::ClusterStatus),
+        #[prost(message, tag = "20")]
+        TransactionPage(super::TransactionPage),
+        #[prost(message, tag = "21")]
+        CheckpointCreated(super::CheckpointCreated),
     }
 }
 

@@ -19,10 +19,12 @@
 mod account;
 mod committer;
 mod demo;
+mod listing;
 mod recovery;
 mod router;
 mod sequencer;
 
+pub use listing::{ListPage, ListQuery};
 pub use demo::{demo_partners, demo_partners_since, demo_rates, DEMO_SINCE};
 
 use settle_core::tx::TxResult;

@@ -53,6 +53,22 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn cluster_status(&self) -> impl Future<Output = Result<Option<String>, BackendError>> + Send {
         async { Ok(None) }
     }
+    /// Operations: a page of a partner's transactions by a bounded log scan (`settle reconcile`).
+    /// Backends without a log refuse it.
+    fn list_transactions(
+        &self,
+        _query: crate::engine::ListQuery,
+    ) -> impl Future<Output = Result<crate::engine::ListPage, BackendError>> + Send {
+        async { Err(BackendError::Rejected("this node cannot list transactions".into())) }
+    }
+    /// Admin: a consistent checkpoint of the store in `dir` (`settle backup`); returns a log
+    /// sequence it holds at least.
+    fn checkpoint(
+        &self,
+        _dir: std::path::PathBuf,
+    ) -> impl Future<Output = Result<Option<u64>, BackendError>> + Send {
+        async { Err(BackendError::Rejected("this node cannot take a checkpoint".into())) }
+    }
 }
 
 impl From<crate::engine::EngineError> for BackendError {
@@ -100,5 +116,16 @@ impl Backend for crate::engine::EngineHandle {
         version: ContractVersion,
     ) -> Result<(), BackendError> {
         Ok(crate::engine::EngineHandle::add_contract_version(self, partner, version).await?)
+    }
+
+    async fn list_transactions(
+        &self,
+        query: crate::engine::ListQuery,
+    ) -> Result<crate::engine::ListPage, BackendError> {
+        Ok(crate::engine::EngineHandle::list_transactions(self, query).await?)
+    }
+
+    async fn checkpoint(&self, dir: std::path::PathBuf) -> Result<Option<u64>, BackendError> {
+        Ok(crate::engine::EngineHandle::checkpoint(self, dir).await?)
     }
 }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod backend;
 pub mod convert;
+mod ops;
 mod private_file;
 pub mod tls;
 
@@ -346,6 +347,8 @@ async fn dispatch<B: Backend>(
     }
     match body {
         request::Body::Authenticate(_) => Response::ok(),
+        request::Body::ListTransactions(q) => ops::list_transactions(q, &shared.backend).await,
+        request::Body::CreateCheckpoint(c) => ops::checkpoint(c, &shared.backend).await,
         request::Body::SubmitBatch(batch) => submit(batch, shared).await,
         request::Body::PublishRates(r) => match convert::rates(&r.rates) {
             Err(e) => Response::error(ErrorCode::Malformed, e.0),
