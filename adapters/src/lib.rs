@@ -8,9 +8,13 @@
 //! be filed by the engine as an exception, with `metadata.import = {row, file, error}`. It must
 //! not do I/O beyond the reader it is given (no network, no async), nor settle anything: the
 //! engine's validation is the only judge of a transaction.
+//!
+//! It also owns the reconciliation rules (`reconcile`): a partner's report against Settle's
+//! records, both given as lists by the caller.
 
 pub mod mapping;
 pub mod number;
+pub mod reconcile;
 pub mod record;
 pub mod rows;
 pub mod time;

@@ -390,20 +390,24 @@ impl<R: Read> Iterator for Rows<R> {
     }
 }
 
-/// The canonical JSON of a transaction (the spec's field names; metadata as an object), as
-/// `settle import --dry-run` prints it.
-pub fn canonical_json(tx: &Transaction) -> Value {
-    let mut obj = Map::new();
-    obj.insert("id".into(), Value::String(tx.id.clone()));
-    let kind = match tx.tx_kind() {
+/// The spec's name of a kind.
+pub fn kind_name(kind: TxKind) -> &'static str {
+    match kind {
         TxKind::Sale => "sale",
         TxKind::Refund => "refund",
         TxKind::Chargeback => "chargeback",
         TxKind::Payout => "payout",
         TxKind::Adjustment => "adjustment",
         TxKind::Unspecified => "unspecified",
-    };
-    obj.insert("kind".into(), Value::String(kind.into()));
+    }
+}
+
+/// The canonical JSON of a transaction (the spec's field names; metadata as an object), as
+/// `settle import --dry-run` prints it.
+pub fn canonical_json(tx: &Transaction) -> Value {
+    let mut obj = Map::new();
+    obj.insert("id".into(), Value::String(tx.id.clone()));
+    obj.insert("kind".into(), Value::String(kind_name(tx.tx_kind()).into()));
     for (key, v) in [
         ("partner", &tx.partner),
         ("amount", &tx.amount),
