@@ -250,7 +250,9 @@ pub fn reconcile(scope: &Scope, tol: &Tolerances, theirs: Vec<Item>, ours: Vec<I
             .enumerate()
             .filter_map(|(i, o)| o.as_ref().map(|o| (i, o)))
             .filter(|(_, o)| {
-                o.currency == t.currency && close(t.signed, o.signed, tol.amount) && within(t.at, o.at, tol.time)
+                o.currency == t.currency
+                    && close(t.signed, o.signed, tol.amount)
+                    && within(t.at, o.at, tol.time)
             })
             .min_by_key(|(_, o)| match (t.at, o.at) {
                 (Some(a), Some(b)) => (a - b).abs(),
@@ -304,7 +306,8 @@ fn find_run(t: &Item, ours: &[Option<Item>], tol: &Tolerances) -> Option<Vec<usi
             let o = o.as_ref()?;
             let (oat, amount) = (o.at?, o.signed?);
             let in_window = oat >= at - tol.aggregate_window && oat <= at + tol.time;
-            (o.currency == t.currency && amount.is_sign_positive() == positive && in_window).then_some((oat, i, amount))
+            (o.currency == t.currency && amount.is_sign_positive() == positive && in_window)
+                .then_some((oat, i, amount))
         })
         .take(MAX_GROUP_ITEMS)
         .collect();
@@ -355,7 +358,8 @@ fn add(map: &mut BTreeMap<String, Decimal>, currency: &str, amount: Option<Decim
 }
 
 fn totals(lines: &[Line]) -> BTreeMap<Category, Total> {
-    let mut sums: BTreeMap<Category, (u64, BTreeMap<String, Decimal>, BTreeMap<String, Decimal>)> = BTreeMap::new();
+    type BySide = (u64, BTreeMap<String, Decimal>, BTreeMap<String, Decimal>);
+    let mut sums: BTreeMap<Category, BySide> = BTreeMap::new();
     for l in lines {
         let entry = sums.entry(l.category).or_default();
         entry.0 += 1;
@@ -366,7 +370,8 @@ fn totals(lines: &[Line]) -> BTreeMap<Category, Total> {
             add(&mut entry.2, &o.currency, o.signed);
         }
     }
-    let text = |m: BTreeMap<String, Decimal>| m.into_iter().map(|(k, v)| (k, v.normalize().to_string())).collect();
+    let text =
+        |m: BTreeMap<String, Decimal>| m.into_iter().map(|(k, v)| (k, v.normalize().to_string())).collect();
     sums.into_iter().map(|(c, (count, t, o))| (c, Total { count, theirs: text(t), ours: text(o) })).collect()
 }
 
@@ -393,7 +398,9 @@ pub fn to_csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
         let our_sum = l.ours.iter().try_fold(Decimal::ZERO, |acc, o| acc.checked_add(o.signed?));
         let note = t
             .and_then(|t| t.error.clone())
-            .or_else(|| l.ours.iter().find_map(|o| o.exception.clone().map(|r| format!("ours is an exception: {r}"))))
+            .or_else(|| {
+                l.ours.iter().find_map(|o| o.exception.clone().map(|r| format!("ours is an exception: {r}")))
+            })
             .unwrap_or_default();
         w.write_record([
             l.key.as_str(),
@@ -405,7 +412,11 @@ pub fn to_csv(report: &Report) -> Result<Vec<u8>, csv::Error> {
             t.map_or("", |t| t.currency.as_str()),
             t.map_or("", |t| t.occurred_at.as_str()),
             &l.ours.iter().map(|o| o.id.as_str()).collect::<Vec<_>>().join(";"),
-            &if l.ours.is_empty() { String::new() } else { our_sum.map(|s| s.normalize().to_string()).unwrap_or_default() },
+            &if l.ours.is_empty() {
+                String::new()
+            } else {
+                our_sum.map(|s| s.normalize().to_string()).unwrap_or_default()
+            },
             l.ours.first().map_or("", |o| o.currency.as_str()),
             l.difference.as_deref().unwrap_or(""),
             &note,

@@ -11,7 +11,11 @@ fn at(s: &str) -> DateTime<Utc> {
 }
 
 fn tol() -> Tolerances {
-    Tolerances { amount: Decimal::from_str("0.01").unwrap(), time: Duration::minutes(5), aggregate_window: Duration::hours(24) }
+    Tolerances {
+        amount: Decimal::from_str("0.01").unwrap(),
+        time: Duration::minutes(5),
+        aggregate_window: Duration::hours(24),
+    }
 }
 
 fn scope() -> Scope {
@@ -91,7 +95,8 @@ fn every_category() {
     assert_eq!(report.discrepancies().count(), 6);
 
     // Keys are stable across runs and distinct across lines.
-    let again = reconcile(&scope(), &tol(), report.lines.iter().filter_map(|l| l.theirs.clone()).collect(), vec![]);
+    let again =
+        reconcile(&scope(), &tol(), report.lines.iter().filter_map(|l| l.theirs.clone()).collect(), vec![]);
     assert!(again.lines.iter().all(|l| l.key.starts_with("d-")));
     let mut keys: Vec<_> = report.lines.iter().map(|l| l.key.clone()).collect();
     keys.sort();

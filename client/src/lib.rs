@@ -396,7 +396,10 @@ impl Client {
 
     /// Admin: asks the node for a consistent checkpoint of its store in `dir` (an absolute path
     /// on the node's host that does not exist yet).
-    pub async fn create_checkpoint(&self, dir: impl Into<String>) -> Result<wire::CheckpointCreated, ClientError> {
+    pub async fn create_checkpoint(
+        &self,
+        dir: impl Into<String>,
+    ) -> Result<wire::CheckpointCreated, ClientError> {
         let req = Request::new(request::Body::CreateCheckpoint(wire::CreateCheckpoint { dir: dir.into() }));
         match self.call(&req).await? {
             response::Body::CheckpointCreated(c) => Ok(c),

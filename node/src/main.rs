@@ -91,6 +91,11 @@ enum Command {
     /// JSON summary. Exit codes: 0 all applied, 3 some rows are exceptions, 2 unusable mapping or
     /// header, 1 stopped part way (rerun).
     Import(ops::import::ImportArgs),
+    /// Reconcile a partner's own report for a period against the node's records: matched,
+    /// missing on either side, amount or currency mismatches, one-to-many; JSON or CSV. Exit
+    /// codes: 0 all matched, 3 discrepancies, 2 unusable input, 1 failure. `resolve` closes a
+    /// dispute item of the journal with a note.
+    Reconcile(Box<ops::reconcile::ReconcileArgs>),
 }
 
 /// How `settle cluster` reaches a member.
@@ -189,6 +194,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Import(args) => ops::import::run(args),
+        Command::Reconcile(args) => ops::reconcile::run(*args),
         Command::Cluster { action } => run_async(cluster_command(action)),
         Command::Dev { data, listen, partners, quiet, single } if !single => {
             run_async(run_dev_cluster(data, listen, partners, quiet))

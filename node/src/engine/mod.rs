@@ -24,8 +24,8 @@ mod recovery;
 mod router;
 mod sequencer;
 
-pub use listing::{ListPage, ListQuery};
 pub use demo::{demo_partners, demo_partners_since, demo_rates, DEMO_SINCE};
+pub use listing::{ListPage, ListQuery};
 
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Outcome, Partner, Span, Statement, TxInput};

@@ -1,6 +1,8 @@
 //! Operator subcommands of the `settle` binary that talk to a running node as a client:
-//! `settle import` (partner files through a mapping). Each owns its argument parsing, output and
+//! `settle import` (partner files through a mapping) and `settle reconcile` (a partner's report
+//! against the node's records, with a dispute journal). Each owns its argument parsing, output and
 //! exit codes; none touches the engine's internals.
 
 pub mod import;
+pub mod reconcile;
 pub mod target;
