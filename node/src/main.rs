@@ -96,6 +96,12 @@ enum Command {
     /// codes: 0 all matched, 3 discrepancies, 2 unusable input, 1 failure. `resolve` closes a
     /// dispute item of the journal with a note.
     Reconcile(Box<ops::reconcile::ReconcileArgs>),
+    /// Online, consistent backup of a running node: the node takes a RocksDB checkpoint into
+    /// OUT/engine (OUT on the node's host) and a manifest of checksums is written beside it.
+    Backup(ops::backup::BackupArgs),
+    /// Restore a backup into an empty data directory (manifest and store format verified); then
+    /// start `settle node --data DIR` on it.
+    Restore(ops::backup::RestoreArgs),
 }
 
 /// How `settle cluster` reaches a member.
@@ -195,6 +201,8 @@ fn main() -> ExitCode {
         }
         Command::Import(args) => ops::import::run(args),
         Command::Reconcile(args) => ops::reconcile::run(*args),
+        Command::Backup(args) => ops::backup::backup(args),
+        Command::Restore(args) => ops::backup::restore(args),
         Command::Cluster { action } => run_async(cluster_command(action)),
         Command::Dev { data, listen, partners, quiet, single } if !single => {
             run_async(run_dev_cluster(data, listen, partners, quiet))

@@ -1,8 +1,9 @@
 //! Operator subcommands of the `settle` binary that talk to a running node as a client:
 //! `settle import` (partner files through a mapping) and `settle reconcile` (a partner's report
-//! against the node's records, with a dispute journal). Each owns its argument parsing, output and
+//! against the node's records, with a dispute journal), `settle backup` / `settle restore`. Each owns its argument parsing, output and
 //! exit codes; none touches the engine's internals.
 
+pub mod backup;
 pub mod import;
 pub mod reconcile;
 pub mod target;
