@@ -102,6 +102,10 @@ enum Command {
     /// Restore a backup into an empty data directory (manifest and store format verified); then
     /// start `settle node --data DIR` on it.
     Restore(ops::backup::RestoreArgs),
+    /// Closed periods older than an age to zstd JSON lines with a checksum manifest (`export`,
+    /// from a backup, read-only; nothing is removed from the store), `verify`, and `restore` for
+    /// an audit.
+    Archive(ops::archive::ArchiveArgs),
 }
 
 /// How `settle cluster` reaches a member.
@@ -203,6 +207,7 @@ fn main() -> ExitCode {
         Command::Reconcile(args) => ops::reconcile::run(*args),
         Command::Backup(args) => ops::backup::backup(args),
         Command::Restore(args) => ops::backup::restore(args),
+        Command::Archive(args) => ops::archive::run(args),
         Command::Cluster { action } => run_async(cluster_command(action)),
         Command::Dev { data, listen, partners, quiet, single } if !single => {
             run_async(run_dev_cluster(data, listen, partners, quiet))

@@ -56,6 +56,23 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing database read-only (a backup or a stopped node's store: operations
+    /// tools that must not change a byte of it). Refuses another format version, or none.
+    pub fn open_read_only(dir: &Path) -> Result<Store, StorageError> {
+        let opts = Options::default();
+        let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false)?;
+        let store = Store { db, fail_commits: AtomicBool::new(false) };
+        let meta = store.cf(keys::CF_META)?;
+        match store.db.get_cf(meta, keys::META_FORMAT_VERSION)? {
+            Some(bytes) if bytes.as_slice() == FORMAT_VERSION.to_be_bytes() => Ok(store),
+            Some(bytes) => {
+                let found = bytes.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
+                Err(StorageError::UnsupportedFormat { found })
+            }
+            None => Err(StorageError::MissingFormatVersion),
+        }
+    }
+
     fn check_format(&self) -> Result<(), StorageError> {
         let meta = self.cf(keys::CF_META)?;
         match self.db.get_cf(meta, keys::META_FORMAT_VERSION)? {
