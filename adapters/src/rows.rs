@@ -143,16 +143,16 @@ impl<R: Read> Rows<R> {
     }
 
     fn map_values(&mut self, values: &Values, _row: u64) -> (Transaction, Option<String>) {
-        let m = self.mapping.clone();
+        let prefix = &self.mapping.id.prefix;
+        let id = match self.field(values, &self.mapping.fields.id) {
+            Some(raw) if prefix.len() + raw.len() <= MAX_ID_BYTES => format!("{prefix}{raw}"),
+            _ => self.derived_id(&values.canonical_content()),
+        };
+        let m = &self.mapping;
         let f = &m.fields;
         let mut errors: Vec<String> = Vec::new();
         // Errors the engine cannot see by itself (code tables, the sign column).
         let mut hidden = false;
-
-        let id = match self.field(values, &f.id) {
-            Some(raw) if m.id.prefix.len() + raw.len() <= MAX_ID_BYTES => format!("{}{raw}", m.id.prefix),
-            _ => self.derived_id(&values.canonical_content()),
-        };
 
         let partner = self.value(values, &f.partner, &m.constants.partner, &m.defaults.partner).map(|p| {
             if m.codes.partner.is_empty() {
