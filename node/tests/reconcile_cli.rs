@@ -58,6 +58,37 @@ fn reconcile_report_with_every_category() {
     let results = rt.block_on(client.submit([ours, vec![other]].concat())).unwrap();
     assert!(results.iter().all(|r| matches!(r.outcome, Some(wire::tx_result::Outcome::Applied(_)))));
 
+    // The listing, three items a page: every transaction of the partner once, in log order.
+    let mut listed = Vec::new();
+    let mut after_seq = 0;
+    loop {
+        let page = rt
+            .block_on(client.list_transactions(wire::ListTransactions {
+                partner: "cafe-mitte".into(),
+                from: day.to_rfc3339(),
+                to: String::new(),
+                after_seq,
+                limit: 3,
+            }))
+            .unwrap();
+        assert_eq!(page.period_start, day.to_rfc3339());
+        listed.extend(page.items.iter().map(|i| i.tx.as_ref().unwrap().id.clone()));
+        if page.done {
+            break;
+        }
+        assert!(page.next_after_seq > after_seq);
+        after_seq = page.next_after_seq;
+    }
+    assert_eq!(listed, ["s1", "s2", "s3", "s4", "e1", "e2", "e3", "f"]);
+    let refused = rt.block_on(client.list_transactions(wire::ListTransactions {
+        partner: "nobody".into(),
+        from: day.to_rfc3339(),
+        to: String::new(),
+        after_seq: 0,
+        limit: 3,
+    }));
+    assert!(matches!(refused, Err(settle_client::ClientError::Server { code: wire::ErrorCode::Rejected, .. })));
+
     let mapping = dir.path().join("report.toml");
     std::fs::write(
         &mapping,

@@ -52,7 +52,9 @@ pub async fn list_transactions<B: Backend>(q: wire::ListTransactions, backend: &
             result: Some(convert::tx_result(&result, Some(page.currency))),
         };
         bytes += prost::Message::encoded_len(&item);
-        if bytes > wire::MAX_LIST_PAGE_BYTES {
+        // At least one item per page (one transaction fits a frame: it arrived in one), so a
+        // reader always moves on.
+        if bytes > wire::MAX_LIST_PAGE_BYTES && !out.items.is_empty() {
             // Resume at this item next time.
             out.next_after_seq = seq.saturating_sub(1);
             out.done = false;
