@@ -87,7 +87,10 @@ fn reconcile_report_with_every_category() {
         after_seq: 0,
         limit: 3,
     }));
-    assert!(matches!(refused, Err(settle_client::ClientError::Server { code: wire::ErrorCode::Rejected, .. })));
+    assert!(matches!(
+        refused,
+        Err(settle_client::ClientError::Server { code: wire::ErrorCode::Rejected, .. })
+    ));
 
     let mapping = dir.path().join("report.toml");
     std::fs::write(
