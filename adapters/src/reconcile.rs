@@ -312,16 +312,20 @@ fn find_run(t: &Item, ours: &[Option<Item>], tol: &Tolerances) -> Option<Vec<usi
         .take(MAX_GROUP_ITEMS)
         .collect();
     candidates.sort();
-    for start in 0..candidates.len() {
-        let mut sum = Decimal::ZERO;
-        for (end, (_, _, amount)) in candidates.iter().enumerate().skip(start) {
-            sum = sum.checked_add(*amount)?;
-            if end > start && close(Some(sum), Some(want), tol.amount) {
-                return Some(candidates[start..=end].iter().map(|(_, i, _)| *i).collect());
-            }
-            if (positive && sum > want + tol.amount) || (!positive && sum < want - tol.amount) {
-                break;
-            }
+    // All candidates share the sign of `want`: on absolute values a run's sum only grows with its
+    // end and shrinks with its start, so one sliding window finds the first run in linear time.
+    let target = want.abs();
+    let lo = target.checked_sub(tol.amount)?;
+    let hi = target.checked_add(tol.amount)?;
+    let (mut start, mut sum) = (0usize, Decimal::ZERO);
+    for end in 0..candidates.len() {
+        sum = sum.checked_add(candidates[end].2.abs())?;
+        while sum > hi && start < end {
+            sum = sum.checked_sub(candidates[start].2.abs())?;
+            start += 1;
+        }
+        if end > start && sum >= lo && sum <= hi {
+            return Some(candidates[start..=end].iter().map(|(_, i, _)| *i).collect());
         }
     }
     None

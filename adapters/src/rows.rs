@@ -154,34 +154,12 @@ impl<R: Read> Rows<R> {
         // Errors the engine cannot see by itself (code tables, the sign column).
         let mut hidden = false;
 
-        let partner = self.value(values, &f.partner, &m.constants.partner, &m.defaults.partner).map(|p| {
-            if m.codes.partner.is_empty() {
-                return p;
-            }
-            match m.codes.partner.get(&p) {
-                Some(ours) => ours.clone(),
-                None => {
-                    errors.push(format!("partner {p:?} is not in codes.partner"));
-                    hidden = true;
-                    p
-                }
-            }
-        });
-
+        let partner = self.value(values, &f.partner, &m.constants.partner, &m.defaults.partner);
+        let partner =
+            partner.map(|p| through_codes(p, &m.codes.partner, "partner", &mut errors, &mut hidden));
+        let currency = self.value(values, &f.currency, &m.constants.currency, &m.defaults.currency);
         let currency =
-            self.value(values, &f.currency, &m.constants.currency, &m.defaults.currency).map(|c| {
-                if m.codes.currency.is_empty() {
-                    return c;
-                }
-                match m.codes.currency.get(&c) {
-                    Some(ours) => ours.clone(),
-                    None => {
-                        errors.push(format!("currency {c:?} is not in codes.currency"));
-                        hidden = true;
-                        c
-                    }
-                }
-            });
+            currency.map(|c| through_codes(c, &m.codes.currency, "currency", &mut errors, &mut hidden));
 
         let (kind, kind_failed) = self.kind(values, &mut errors);
         let (amount, amount_failed) = self.amount(values, &kind, &mut errors, &mut hidden);
@@ -342,6 +320,28 @@ impl<R: Read> Rows<R> {
             }
         }
         (Ok((kind, amount.to_canonical())), false)
+    }
+}
+
+/// A value through its code table (none: as is). A value missing from the table is kept raw and
+/// marked as an error the engine cannot see.
+fn through_codes(
+    value: String,
+    table: &std::collections::BTreeMap<String, String>,
+    what: &str,
+    errors: &mut Vec<String>,
+    hidden: &mut bool,
+) -> String {
+    if table.is_empty() {
+        return value;
+    }
+    match table.get(&value) {
+        Some(ours) => ours.clone(),
+        None => {
+            errors.push(format!("{what} {value:?} is not in codes.{what}"));
+            *hidden = true;
+            value
+        }
     }
 }
 

@@ -119,3 +119,49 @@ fn outside_tolerance_is_not_a_match() {
     let cats: Vec<_> = report.lines.iter().map(|l| l.category).collect();
     assert_eq!(cats, [Category::MissingOurs, Category::MissingTheirs]);
 }
+
+mod conservation {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn item(prefix: &str, i: usize, (cents, minute, kind, usd): (i64, u32, usize, bool)) -> Item {
+        let kind = ["sale", "refund", "payout", "adjustment"][kind];
+        let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        let at = format!("2026-01-02T{:02}:{:02}:00Z", minute / 60, minute % 60);
+        Item::new(&format!("{prefix}{i}"), kind, &amount, if usd { "USD" } else { "EUR" }, &at)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Every line of theirs and every item of ours inside the period appears in exactly one
+        /// result line, whatever the data; nothing is lost or counted twice.
+        #[test]
+        fn every_item_accounted_once(
+            ours in proptest::collection::vec((1i64..2000, 0u32..1440, 0usize..4, any::<bool>()), 0..25),
+            theirs in proptest::collection::vec((1i64..2000, 0u32..1440, 0usize..4, any::<bool>()), 0..25),
+            shared in 0usize..25,
+        ) {
+            let ours: Vec<Item> = ours.into_iter().enumerate().map(|(i, x)| item("o", i, x)).collect();
+            // Some of theirs carry our ids, to exercise the id pass.
+            let theirs: Vec<Item> = theirs
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| item(if i < shared { "o" } else { "t" }, i, x))
+                .collect();
+            let report = reconcile(&scope(), &tol(), theirs.clone(), ours.clone());
+            let mut their_ids: Vec<&str> = report.lines.iter().filter_map(|l| l.theirs.as_ref()).map(|t| t.id.as_str()).collect();
+            let mut our_ids: Vec<&str> = report.lines.iter().flat_map(|l| l.ours.iter()).map(|o| o.id.as_str()).collect();
+            their_ids.sort();
+            our_ids.sort();
+            let mut want_theirs: Vec<&str> = theirs.iter().map(|t| t.id.as_str()).collect();
+            let mut want_ours: Vec<&str> = ours.iter().map(|o| o.id.as_str()).collect();
+            want_theirs.sort();
+            want_ours.sort();
+            prop_assert_eq!(their_ids, want_theirs);
+            prop_assert_eq!(our_ids, want_ours);
+            let counted: u64 = report.totals.values().map(|t| t.count).sum();
+            prop_assert_eq!(counted, report.lines.len() as u64);
+        }
+    }
+}

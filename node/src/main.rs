@@ -203,12 +203,12 @@ fn main() -> ExitCode {
                 None => run_async(run_node(opts)),
             }
         }
-        Command::Cluster { action } => run_async(cluster_command(action)),
         Command::Import(args) => ops::import::run(args),
         Command::Reconcile(args) => ops::reconcile::run(*args),
         Command::Backup(args) => ops::backup::backup(args),
         Command::Restore(args) => ops::backup::restore(args),
         Command::Archive(args) => ops::archive::run(args),
+        Command::Cluster { action } => run_async(cluster_command(action)),
         Command::Dev { data, listen, partners, quiet, single } if !single => {
             run_async(run_dev_cluster(data, listen, partners, quiet))
         }

@@ -53,7 +53,6 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn cluster_status(&self) -> impl Future<Output = Result<Option<String>, BackendError>> + Send {
         async { Ok(None) }
     }
-
     /// Operations: a page of a partner's transactions by a bounded log scan (`settle reconcile`).
     /// Backends without a log refuse it.
     fn list_transactions(

@@ -7,13 +7,13 @@
 //! so deleting archived entries is only safe once state snapshots exist (see
 //! `docs/import-and-reconcile.md`, "Data lifecycle").
 
+use super::backup::{ensure_empty_or_missing, sha256_file};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use settle_core::{Instant, Outcome, Span};
 use settle_storage::{LogEntry, Store};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,7 +23,6 @@ pub const STATEMENTS_FILE: &str = "statements.jsonl.zst";
 pub const TRANSACTIONS_FILE: &str = "transactions.jsonl.zst";
 /// zstd level: a good ratio for JSON at a modest CPU cost.
 const ZSTD_LEVEL: i32 = 9;
-const CHUNK_BYTES: usize = 1 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct ArchiveArgs {
@@ -155,22 +154,6 @@ impl LinesOut {
     }
 }
 
-fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((total, hex::encode(hasher.finalize())))
-}
-
 fn tx_line(seq: u64, tx: &settle_core::TxInput, outcome: &Outcome) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "seq": seq,
@@ -194,10 +177,7 @@ fn export(
         }
         _ => anyhow::bail!("give --older-than or --before"),
     };
-    if out.exists() {
-        let mut entries = std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
-        anyhow::ensure!(entries.next().is_none(), "{} is not empty", out.display());
-    }
+    ensure_empty_or_missing(out)?;
     let dir = store_dir(data);
     let store =
         Store::open_read_only(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;

@@ -62,7 +62,7 @@ pub struct FileSum {
     pub sha256: String,
 }
 
-fn ensure_empty_or_missing(dir: &Path) -> anyhow::Result<()> {
+pub fn ensure_empty_or_missing(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
         anyhow::ensure!(entries.next().is_none(), "{} is not empty", dir.display());
@@ -128,7 +128,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
+pub fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
     let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK_BYTES];

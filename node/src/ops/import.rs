@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_BATCH: usize = 500;
 /// Batches mapped ahead of the one in flight (bounds memory: at most this many + 1 batches).
 const READ_AHEAD_BATCHES: usize = 2;
+/// A batch is sent once its encoded transactions reach this size, whatever `--batch` says, so
+/// that rows with large metadata never make a frame the node refuses as TOO_LARGE.
+const MAX_BATCH_BYTES: usize = settle_wire::MAX_FRAME_BYTES / 2;
 /// Least time between two progress redraws.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -40,7 +43,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub target: TargetArgs,
-    /// Transactions per batch (1..=10000).
+    /// Transactions per batch (1..=8192); a batch is also cut at half the frame limit in bytes.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
     /// Map only: print the canonical transactions as JSON lines on standard output and send
@@ -211,20 +214,24 @@ async fn submit(args: &ImportArgs, opened: Opened, summary: &mut Summary) -> any
     let name = opened.name.clone();
     let reader = std::thread::spawn(move || {
         let mut batch = Vec::with_capacity(batch_size);
+        let mut bytes = 0usize;
         for row in opened.rows {
             match row {
-                Ok(r) => batch.push(r),
+                Ok(r) => {
+                    bytes += prost::Message::encoded_len(&r.tx);
+                    batch.push(r);
+                }
                 Err(e) => {
                     let _ = tx.blocking_send(Err(anyhow::anyhow!("{name}: {e}")));
                     return;
                 }
             }
-            if batch.len() == batch_size
-                && tx
-                    .blocking_send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(batch_size))))
-                    .is_err()
-            {
-                return;
+            if batch.len() == batch_size || bytes >= MAX_BATCH_BYTES {
+                bytes = 0;
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                if tx.blocking_send(Ok(full)).is_err() {
+                    return;
+                }
             }
         }
         if !batch.is_empty() {
