@@ -29,6 +29,22 @@ fi
 # The Helm chart checks (helm/test.sh) need helm and kubernetes-validate; cached, offline-friendly.
 source "$(dirname "${BASH_SOURCE[0]}")/setup-chart-tools.sh"
 
+# The browser test of the dashboard and the partner portal drives Debian's Chromium headless
+# with playwright-core (no browser download: it uses /usr/bin/chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (browser test of the dashboard and the portal)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; } \
+    || echo "setup: could not install chromium; the browser test will be skipped" >&2
+fi
+BROWSER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+if command -v npm >/dev/null 2>&1 && [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+  echo "setup: installing playwright-core for the browser test" >&2
+  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --ignore-scripts >/dev/null 2>&1) \
+    || echo "setup: could not install playwright-core; the browser test will be skipped" >&2
+fi
+
 # One target directory for every clone on this machine, so builds stay warm (RocksDB takes ~9
 # minutes cold on two cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/settle/target}"

@@ -9,11 +9,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use settle_node::api::Metered;
 use settle_node::ingress::{ApiKeys, Ingress, IngressConfig, TlsSource, MAX_IN_FLIGHT_REQUESTS};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 mod backend;
 mod ops;
@@ -85,6 +87,14 @@ enum Command {
         /// One standalone node (the engine without Raft) instead of a local 3-node cluster.
         #[arg(long)]
         single: bool,
+        /// HTTP API, dashboard and portal address (with --single).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+    },
+    /// The audit trail of the control plane.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Import a partner's file through a mapping (CSV, JSON lines, fixed-width) into a running
     /// node, in batches with ids derived from the rows (re-importing changes nothing). Prints a
@@ -106,6 +116,16 @@ enum Command {
     /// from a backup, read-only; nothing is removed from the store), `verify`, and `restore` for
     /// an audit.
     Archive(ops::archive::ArchiveArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Checks the audit hash chain of a data directory (of a stopped node; for a running node
+    /// use GET /v1/audit/verify). Exit code 0 when intact, 1 when broken.
+    Verify {
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 /// How `settle cluster` reaches a member.
@@ -197,7 +217,9 @@ fn main() -> ExitCode {
                 (Some(cert), Some(key)) => TlsSource::Files { cert, key },
                 _ => TlsSource::Dev { dir: data.join("tls") },
             };
-            let opts = NodeOptions { data, listen, tls, client_ca, api_key_file, max_in_flight, dev: None };
+            let http = cluster.http;
+            let opts =
+                NodeOptions { data, listen, tls, client_ca, api_key_file, max_in_flight, http, dev: None };
             match cluster.id {
                 Some(_) => run_async(run_cluster_node(opts, *cluster)),
                 None => run_async(run_node(opts)),
@@ -209,10 +231,11 @@ fn main() -> ExitCode {
         Command::Restore(args) => ops::backup::restore(args),
         Command::Archive(args) => ops::archive::run(args),
         Command::Cluster { action } => run_async(cluster_command(action)),
-        Command::Dev { data, listen, partners, quiet, single } if !single => {
+        Command::Audit { command: AuditCommand::Verify { data } } => audit_verify(&data),
+        Command::Dev { data, listen, partners, quiet, single, .. } if !single => {
             run_async(run_dev_cluster(data, listen, partners, quiet))
         }
-        Command::Dev { data, listen, partners, quiet, .. } => {
+        Command::Dev { data, listen, partners, quiet, http, .. } => {
             let tls = TlsSource::Dev { dir: data.join("tls") };
             let key_file = data.join(DEV_API_KEY_FILE);
             let opts = NodeOptions {
@@ -222,6 +245,7 @@ fn main() -> ExitCode {
                 client_ca: None,
                 api_key_file: Some(key_file),
                 max_in_flight: MAX_IN_FLIGHT_REQUESTS,
+                http: Some(http),
                 dev: Some(DevOptions { partners, traffic: !quiet }),
             };
             run_async(run_node(opts))
@@ -260,6 +284,8 @@ struct NodeOptions {
     client_ca: Option<PathBuf>,
     api_key_file: Option<PathBuf>,
     max_in_flight: usize,
+    /// Serve the HTTP API, dashboard and portal here (standalone mode).
+    http: Option<SocketAddr>,
     dev: Option<DevOptions>,
 }
 
@@ -300,7 +326,15 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
         keys,
         max_in_flight: opts.max_in_flight,
     };
-    let ingress = Ingress::start(config, engine.clone()).await?;
+    let metrics = Arc::new(settle_api::metrics::Metrics::new()?);
+    let ingress = Ingress::start(config, Metered::new(engine.clone(), Arc::clone(&metrics))).await?;
+    let (http, admin) = match opts.http {
+        Some(addr) => {
+            let (server, admin) = start_api(addr, &engine, metrics).await?;
+            (Some(server), admin)
+        }
+        None => (None, None),
+    };
     let addr = ingress.local_addr();
     let cert = ingress.cert_path().to_path_buf();
     let shown_key = if opts.dev.is_some() { plain_key.clone() } else { generated.clone() };
@@ -324,6 +358,11 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
         "cert": cert.display().to_string(),
         "api_key": shown_key,
         "data": opts.data.display().to_string(),
+        "http": http.as_ref().map(|h| h.local_addr().to_string()),
+        "bootstrap_admin": admin.as_ref().map(|a| serde_json::json!({
+            "username": a.username, "password": a.password, "totp_secret": a.totp_secret,
+            "otpauth_uri": a.otpauth_uri,
+        })),
     });
     print_line(&ready.to_string())?;
     if opts.dev.is_some() {
@@ -340,6 +379,21 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
             cert.display(),
             opts.data.join(DEV_API_KEY_FILE).display()
         );
+        if let Some(h) = &http {
+            eprintln!("  dashboard: {} (partner portal: {}/portal)", h.url(), h.url());
+        }
+        match &admin {
+            Some(a) => {
+                eprintln!("  first login (shown once; store it now):");
+                eprintln!("    username: {}", a.username);
+                eprintln!("    password: {}", a.password);
+                eprintln!("    TOTP secret: {}", a.totp_secret.as_deref().unwrap_or(""));
+                eprintln!("    TOTP URI:    {}", a.otpauth_uri.as_deref().unwrap_or(""));
+            }
+            None => eprintln!(
+                "  log in with the users created earlier (the first admin was shown at the first start)"
+            ),
+        }
         eprintln!("  stop:     Ctrl-C");
     }
 
@@ -355,6 +409,9 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
     if let Some(reason) = engine_stopped {
         eprintln!("settle: the engine stopped: {reason}");
         let _ = stop_tx.send(true);
+        if let Some(h) = http {
+            h.shutdown().await;
+        }
         ingress.shutdown().await;
         anyhow::bail!("the engine stopped: {reason}");
     }
@@ -362,6 +419,9 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     if let Some(t) = trickle {
         let _ = t.await;
+    }
+    if let Some(h) = http {
+        h.shutdown().await;
     }
     ingress.shutdown().await;
     backend::shutdown(engine).await?;
@@ -614,6 +674,53 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
     handle.shutdown().await;
     print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
     Ok(())
+}
+
+/// Serves the HTTP API on `addr` over the engine; creates the first administrator on the first
+/// start (its credentials are returned to be shown once).
+async fn start_api(
+    addr: SocketAddr,
+    engine: &backend::Engine,
+    metrics: Arc<settle_api::metrics::Metrics>,
+) -> anyhow::Result<(settle_api::ApiServer, Option<settle_api::BootstrapAdmin>)> {
+    let api = settle_node::api::EngineApi::new(engine.clone())?;
+    let control: Arc<dyn settle_api::model::ControlStore> = Arc::new(api.control());
+    let config = settle_api::ApiConfig::new(addr);
+    let memory = config.argon2_memory_kib;
+    let admin = {
+        let control = Arc::clone(&control);
+        tokio::task::spawn_blocking(move || settle_api::bootstrap_admin(control, memory)).await??
+    };
+    let shared = Arc::new(api);
+    let server = settle_api::serve(config, shared.clone(), shared, control, metrics).await?;
+    Ok((server, admin))
+}
+
+fn audit_verify(data: &Path) -> ExitCode {
+    let store = match settle_storage::Store::open(&data.join("engine")) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!(
+                "settle audit verify: cannot open {}: {e} (is the node running? use GET /v1/audit/verify)",
+                data.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let control = settle_node::api::StoreControl(store);
+    match settle_api::verify_audit_chain(&control) {
+        Ok(v) => {
+            let line = serde_json::json!({"ok": true, "records": v.records, "head": v.head});
+            match print_line(&line.to_string()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Err(e) => {
+            let _ = print_line(&serde_json::json!({"ok": false, "error": e.to_string()}).to_string());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

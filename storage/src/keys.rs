@@ -14,8 +14,14 @@ pub const CF_FX: &str = "fx";
 pub const CF_LOG: &str = "log";
 pub const CF_EXCEPTIONS: &str = "exceptions";
 pub const CF_STATEMENTS: &str = "statements";
+/// Control-plane records written by people and services outside the transaction stream (users,
+/// API keys, sessions, alert rules, exception resolutions), never by the engine's commit path.
+pub const CF_CONTROL: &str = "control";
+/// The hash-chained audit trail of the control plane, by sequence.
+pub const CF_AUDIT: &str = "audit";
 
-pub const ALL_CFS: [&str; 6] = [CF_META, CF_PARTNERS, CF_FX, CF_LOG, CF_EXCEPTIONS, CF_STATEMENTS];
+pub const ALL_CFS: [&str; 8] =
+    [CF_META, CF_PARTNERS, CF_FX, CF_LOG, CF_EXCEPTIONS, CF_STATEMENTS, CF_CONTROL, CF_AUDIT];
 
 /// `meta` key of the storage format version.
 pub const META_FORMAT_VERSION: &[u8] = b"format_version";
@@ -176,6 +182,25 @@ pub fn shard_statement(group: u32, partner: &str, period_start: Instant) -> Vec<
     key
 }
 
+/// `control` key: a one-byte record space, then the record's key in that space. Keys of one
+/// space are contiguous, so a space is scanned by its prefix.
+pub fn control(space: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + key.len());
+    out.push(space);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Inverse of [`control`]: the space and the key within it.
+pub fn parse_control(key: &[u8]) -> Option<(u8, &[u8])> {
+    key.split_first().map(|(space, rest)| (*space, rest))
+}
+
+/// `audit` key: the audit record's sequence.
+pub fn audit(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +248,12 @@ mod tests {
         assert!(statement("ab", Instant(-5)) < statement("ab", Instant(5)));
         assert!(partner("p") < contract_version("p", 0));
         assert!(contract_version("p", 1) < contract_version("p", 256));
+    }
+
+    #[test]
+    fn control_spaces_are_contiguous() {
+        assert!(control(1, b"zzz") < control(2, b""));
+        assert_eq!(parse_control(&control(7, b"k")), Some((7, &b"k"[..])));
+        assert!(audit(9) < audit(10));
     }
 }

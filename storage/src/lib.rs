@@ -6,11 +6,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod codec;
+mod control;
 pub mod keys;
 mod raft_db;
 mod store;
 
 pub use codec::{AccountSummary, CodecError, ExceptionRecord, LogEntry};
+pub use control::{ControlRecord, ControlWrite, ReverseLogIter};
 pub use keys::RaftStateKey;
 pub use raft_db::{RaftDb, RaftOp, RAFT_FORMAT_VERSION};
 pub use store::{Batch, LogIter, Store, TxLog, FORMAT_VERSION};

@@ -30,11 +30,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn hex(key: &[u8]) -> String {
+pub(crate) fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn corrupt(cf: &'static str, key: &[u8], source: codec::CodecError) -> StorageError {
+pub(crate) fn corrupt(cf: &'static str, key: &[u8], source: codec::CodecError) -> StorageError {
     StorageError::Corrupt { cf, key: hex(key), source }
 }
 
@@ -102,11 +102,15 @@ impl Store {
         }
     }
 
-    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
         self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
     }
 
-    fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+    pub(crate) fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let mut options = WriteOptions::default();
         // The acknowledgement contract: the WAL is fsync'd before this returns.
         options.set_sync(true);

@@ -451,6 +451,13 @@ impl EngineHandle {
         self.request(|reply| Command::Tick { reply: Some(reply) }).await
     }
 
+    /// The engine's store, for read-only queries (log pages, single entries, statistics) and
+    /// the control-plane families. Never for engine batches: those go through the committer.
+    pub fn store(&self) -> Result<Arc<Store>, EngineError> {
+        self.running()?;
+        self.shared.store()
+    }
+
     /// Transactions admitted and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Acquire)

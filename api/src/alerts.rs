@@ -1,0 +1,604 @@
+//! Alert rules (threshold and anomaly), their evaluation on every live sample, and delivery of
+//! firing and resolved notifications by signed webhook and by email. A rule fires once per
+//! crossing and resolves once; acknowledgement and silencing are recorded in the audit trail.
+//! Deliveries that fail after their retries land in a persisted dead-letter list.
+
+use crate::audit::AuditEvent;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Sample;
+use crate::model::{ControlOp, ControlStore, Space};
+use crate::rest::{actor, parse_body, AppState};
+use crate::App;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::Json;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Delivery attempts per notification before it goes to the dead-letter list.
+pub const DELIVERY_ATTEMPTS: u32 = 3;
+/// First retry delay; doubles each retry.
+pub const RETRY_BASE: Duration = Duration::from_millis(200);
+/// Timeout of one delivery attempt.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Samples of history kept for windows and baselines.
+const HISTORY: usize = crate::metrics::SAMPLES_KEPT;
+/// Most rules.
+pub const MAX_RULES: usize = 200;
+/// Notifications kept in the recent list.
+const RECENT: usize = 100;
+/// Header carrying the webhook signature: `sha256=HEX(HMAC-SHA256(secret, body))`.
+pub const SIGNATURE_HEADER: &str = "x-settle-signature";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// `http://host:port/path`.
+    pub url: String,
+    pub secret: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Email {
+    /// `host:port` of an SMTP relay (no authentication, as a local relay).
+    pub smtp: String,
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Condition {
+    /// `value COMPARATOR threshold`, value averaged over `window_s` seconds.
+    Threshold { comparator: String, threshold: i64, window_s: u64 },
+    /// The value is more than `factor` times (or less than 1/`factor` of) its own trailing
+    /// mean over `baseline_s` seconds, ignoring baselines under `min_baseline`.
+    Anomaly { factor: i64, baseline_s: u64, min_baseline: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: String,
+    pub name: String,
+    /// `ingest_per_s`, `applied_per_s`, `ack_p50_us`, `ack_p99_us`, `in_flight`,
+    /// `exceptions_per_s`, `exceptions_per_s:REASON`, or `partner_payable:PARTNER` (minor units).
+    pub metric: String,
+    pub condition: Condition,
+    /// Seconds the condition must hold before the alert fires.
+    #[serde(default)]
+    pub for_s: u64,
+    pub severity: String,
+    pub webhook: Option<Webhook>,
+    pub email: Option<Email>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AlertState {
+    pub rule: String,
+    pub name: String,
+    pub severity: String,
+    pub firing: bool,
+    pub value: i128,
+    /// Unix ms the condition began holding (pending or firing).
+    pub since_ms: Option<u64>,
+    pub acked_by: Option<String>,
+    pub silenced_until_ms: u64,
+    pub fired_count: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    rules: BTreeMap<String, Rule>,
+    states: BTreeMap<String, AlertState>,
+    history: VecDeque<Sample>,
+    recent: VecDeque<Value>,
+}
+
+pub struct Alerts {
+    control: Arc<dyn ControlStore>,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Alerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerts").finish_non_exhaustive()
+    }
+}
+
+fn metric_value(metric: &str, s: &Sample) -> Option<i128> {
+    let v = match metric {
+        "ingest_per_s" => s.ingest_per_s,
+        "applied_per_s" => s.applied_per_s,
+        "ack_p50_us" => s.ack_p50_us,
+        "ack_p99_us" => s.ack_p99_us,
+        "in_flight" => s.in_flight,
+        "exceptions_per_s" => s.exceptions.values().sum(),
+        other => match other.strip_prefix("exceptions_per_s:") {
+            Some(reason) => s.exceptions.get(reason).copied().unwrap_or(0),
+            None => return None,
+        },
+    };
+    Some(i128::from(v))
+}
+
+fn valid_metric(m: &str) -> bool {
+    matches!(
+        m,
+        "ingest_per_s" | "applied_per_s" | "ack_p50_us" | "ack_p99_us" | "in_flight" | "exceptions_per_s"
+    ) || m.strip_prefix("exceptions_per_s:").is_some_and(|r| settle_core::ExceptionReason::parse(r).is_some())
+        || m.strip_prefix("partner_payable:").is_some_and(|p| !p.is_empty())
+}
+
+fn compare(value: i128, comparator: &str, threshold: i128) -> bool {
+    match comparator {
+        ">" => value > threshold,
+        ">=" => value >= threshold,
+        "<" => value < threshold,
+        "<=" => value <= threshold,
+        _ => false,
+    }
+}
+
+fn mean(values: &[i128]) -> i128 {
+    let n = i128::try_from(values.len()).unwrap_or(i128::MAX).max(1);
+    values.iter().fold(0i128, |a, v| a.saturating_add(*v)) / n
+}
+
+impl Alerts {
+    pub fn load(control: Arc<dyn ControlStore>) -> Result<Alerts, crate::audit::ChainError> {
+        let mut inner = Inner::default();
+        for (_, bytes) in control.scan(Space::AlertRules)? {
+            if let Ok(rule) = serde_json::from_slice::<Rule>(&bytes) {
+                inner.rules.insert(rule.id.clone(), rule);
+            }
+        }
+        Ok(Alerts { control, inner: Mutex::new(inner) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn active_json(&self) -> Value {
+        let inner = self.lock();
+        Value::Array(inner.states.values().filter(|s| s.firing).map(|s| json!(s)).collect())
+    }
+
+    /// Evaluates every rule on a new sample; sends notifications for crossings.
+    pub(crate) async fn evaluate(&self, app: &App, sample: &Sample) {
+        let rules: Vec<Rule> = {
+            let mut inner = self.lock();
+            if inner.history.len() == HISTORY {
+                inner.history.pop_front();
+            }
+            inner.history.push_back(sample.clone());
+            inner.rules.values().cloned().collect()
+        };
+        // Partner figures are read outside the lock.
+        let mut payables = BTreeMap::new();
+        for rule in &rules {
+            if let Some(p) = rule.metric.strip_prefix("partner_payable:") {
+                if let Ok(Some(b)) = app.read.balance(p).await {
+                    payables.insert(p.to_string(), b.payable.0);
+                }
+            }
+        }
+        let mut notify = Vec::new();
+        let firing_count;
+        {
+            let mut inner = self.lock();
+            for rule in &rules {
+                let series: Vec<i128> = match rule.metric.strip_prefix("partner_payable:") {
+                    Some(p) => payables.get(p).map(|v| vec![*v]).unwrap_or_default(),
+                    None => inner.history.iter().filter_map(|s| metric_value(&rule.metric, s)).collect(),
+                };
+                let Some(&current) = series.last() else { continue };
+                let holds = match &rule.condition {
+                    Condition::Threshold { comparator, threshold, window_s } => {
+                        let w = usize::try_from(*window_s).unwrap_or(1).clamp(1, series.len());
+                        compare(mean(&series[series.len() - w..]), comparator, i128::from(*threshold))
+                    }
+                    Condition::Anomaly { factor, baseline_s, min_baseline } => {
+                        let n = usize::try_from(*baseline_s).unwrap_or(60).clamp(1, HISTORY);
+                        let past = &series[..series.len() - 1];
+                        if past.len() < n.min(10) {
+                            false
+                        } else {
+                            let base = mean(&past[past.len().saturating_sub(n)..]);
+                            let factor = i128::from(*factor);
+                            base >= i128::from(*min_baseline)
+                                && (current > base.saturating_mul(factor)
+                                    || current.saturating_mul(factor) < base)
+                        }
+                    }
+                };
+                let state = inner.states.entry(rule.id.clone()).or_insert_with(|| AlertState {
+                    rule: rule.id.clone(),
+                    name: rule.name.clone(),
+                    severity: rule.severity.clone(),
+                    ..AlertState::default()
+                });
+                state.value = current;
+                let now = sample.at_ms;
+                if holds {
+                    let since = *state.since_ms.get_or_insert(now);
+                    let held_ms = now.saturating_sub(since);
+                    if !state.firing && held_ms >= rule.for_s.saturating_mul(1000) {
+                        state.firing = true;
+                        state.acked_by = None;
+                        state.fired_count = state.fired_count.saturating_add(1);
+                        if state.silenced_until_ms <= now {
+                            notify.push((rule.clone(), "firing", current));
+                        }
+                    }
+                } else {
+                    state.since_ms = None;
+                    if state.firing {
+                        state.firing = false;
+                        if state.silenced_until_ms <= now {
+                            notify.push((rule.clone(), "resolved", current));
+                        }
+                    }
+                }
+            }
+            firing_count = inner.states.values().filter(|s| s.firing).count();
+            for (rule, status, value) in &notify {
+                if inner.recent.len() == RECENT {
+                    inner.recent.pop_front();
+                }
+                inner.recent.push_back(json!({"rule": rule.id, "name": rule.name, "status": status, "value": value.to_string(), "at_ms": sample.at_ms}));
+            }
+        }
+        app.metrics.set_alerts_firing(firing_count);
+        for (rule, status, value) in notify {
+            let payload = json!({
+                "rule": rule.id, "name": rule.name, "severity": rule.severity, "metric": rule.metric,
+                "status": status, "value": value.to_string(), "at_ms": sample.at_ms,
+            });
+            let control = Arc::clone(&self.control);
+            tokio::spawn(deliver(control, rule, payload));
+        }
+    }
+}
+
+/// Delivers one notification to every channel of its rule, with retries; failures go to the
+/// dead-letter list.
+async fn deliver(control: Arc<dyn ControlStore>, rule: Rule, payload: Value) {
+    let body = payload.to_string();
+    if let Some(hook) = &rule.webhook {
+        let result = with_retries(|| post_webhook(hook, &body)).await;
+        if let Err(e) = result {
+            dead_letter(&control, &rule, "webhook", &hook.url, &payload, &e);
+        }
+    }
+    if let Some(mail) = &rule.email {
+        let subject = format!("[settle] {} {}", payload["status"].as_str().unwrap_or(""), rule.name);
+        let result = with_retries(|| send_email(mail, &subject, &body)).await;
+        if let Err(e) = result {
+            dead_letter(&control, &rule, "email", &mail.smtp, &payload, &e);
+        }
+    }
+}
+
+async fn with_retries<F, Fut>(mut attempt: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut delay = RETRY_BASE;
+    let mut last = String::new();
+    for n in 0..DELIVERY_ATTEMPTS {
+        match tokio::time::timeout(DELIVERY_TIMEOUT, attempt()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "timed out".into(),
+        }
+        if n + 1 < DELIVERY_ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay = delay.saturating_mul(2);
+        }
+    }
+    Err(format!("{DELIVERY_ATTEMPTS} attempts failed; last: {last}"))
+}
+
+fn dead_letter(
+    control: &Arc<dyn ControlStore>,
+    rule: &Rule,
+    channel: &str,
+    target: &str,
+    payload: &Value,
+    error: &str,
+) {
+    let at = crate::auth::now_unix();
+    let key = format!("{at:020}-{}", crate::auth::random_hex(4));
+    let record = json!({"rule": rule.id, "channel": channel, "target": target, "payload": payload, "error": error, "at": at});
+    let op = ControlOp::Put { space: Space::DeadLetters, key, value: record.to_string().into_bytes() };
+    if let Err(e) = control.write(vec![op]) {
+        tracing::error!("cannot record a dead letter: {e}");
+    }
+}
+
+/// The signature of a webhook body.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
+}
+
+fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// webhooks are supported"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Ok((host.to_string(), path.to_string()))
+}
+
+async fn post_webhook(hook: &Webhook, body: &str) -> Result<(), String> {
+    let (host, path) = split_url(&hook.url)?;
+    let mut stream = tokio::net::TcpStream::connect(&host).await.map_err(|e| format!("{host}: {e}"))?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{SIGNATURE_HEADER}: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len(),
+        sign(&hook.secret, body.as_bytes())
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+    let status = std::str::from_utf8(&head[9..12]).unwrap_or("000");
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(format!("webhook answered {status}"))
+    }
+}
+
+async fn send_email(mail: &Email, subject: &str, body: &str) -> Result<(), String> {
+    let stream =
+        tokio::net::TcpStream::connect(&mail.smtp).await.map_err(|e| format!("{}: {e}", mail.smtp))?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    async fn expect(
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        code: &str,
+    ) -> Result<(), String> {
+        loop {
+            let line = lines.next_line().await.map_err(|e| e.to_string())?.ok_or("SMTP connection closed")?;
+            if !line.starts_with(code) {
+                return Err(format!("SMTP: expected {code}, got {line:?}"));
+            }
+            // A dash after the code means more lines of the same reply follow.
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(());
+            }
+        }
+    }
+    expect(&mut lines, "220").await?;
+    async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, cmd: String) -> Result<(), String> {
+        w.write_all(cmd.as_bytes()).await.map_err(|e| e.to_string())
+    }
+    send(&mut write, "EHLO settle\r\n".into()).await?;
+    expect(&mut lines, "250").await?;
+    send(&mut write, format!("MAIL FROM:<{}>\r\n", mail.from)).await?;
+    expect(&mut lines, "250").await?;
+    for to in &mail.to {
+        send(&mut write, format!("RCPT TO:<{to}>\r\n")).await?;
+        expect(&mut lines, "250").await?;
+    }
+    send(&mut write, "DATA\r\n".into()).await?;
+    expect(&mut lines, "354").await?;
+    // Dot-stuffing: a line starting with "." gets another one.
+    let text: String = body
+        .lines()
+        .map(|l| if l.starts_with('.') { format!(".{l}\r\n") } else { format!("{l}\r\n") })
+        .collect();
+    send(
+        &mut write,
+        format!(
+            "From: {}\r\nTo: {}\r\nSubject: {subject}\r\nContent-Type: application/json\r\n\r\n{text}.\r\n",
+            mail.from,
+            mail.to.join(", ")
+        ),
+    )
+    .await?;
+    expect(&mut lines, "250").await?;
+    send(&mut write, "QUIT\r\n".into()).await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// Handlers
+
+pub(crate) async fn list_alerts(axum::extract::State(app): AppState, p: Principal) -> ApiResult<Json<Value>> {
+    p.require_read_all()?;
+    let inner = app.alerts.lock();
+    Ok(Json(json!({
+        "alerts": inner.states.values().collect::<Vec<_>>(),
+        "recent": inner.recent.iter().rev().collect::<Vec<_>>(),
+    })))
+}
+
+pub(crate) async fn list_rules(axum::extract::State(app): AppState, p: Principal) -> ApiResult<Json<Value>> {
+    p.require_read_all()?;
+    let inner = app.alerts.lock();
+    let rules: Vec<Value> = inner.rules.values().map(rule_public).collect();
+    Ok(Json(json!({"rules": rules})))
+}
+
+/// A rule as shown and audited: webhook secrets are never echoed.
+fn rule_public(r: &Rule) -> Value {
+    let mut v = json!(r);
+    if let Some(h) = v.get_mut("webhook").and_then(Value::as_object_mut) {
+        h.insert("secret".into(), Value::String("***".into()));
+    }
+    v
+}
+
+pub(crate) async fn create_rule(
+    axum::extract::State(app): AppState,
+    p: Principal,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    p.require_operate()?;
+    let mut value: Value = parse_body(&body)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("id".into(), Value::String(crate::auth::random_hex(6)));
+    }
+    let rule: Rule =
+        serde_json::from_value(value).map_err(|e| ApiError::BadRequest(format!("invalid rule: {e}")))?;
+    if !valid_metric(&rule.metric) {
+        return Err(ApiError::BadRequest(format!("metric {:?} is not known", rule.metric)));
+    }
+    if let Condition::Threshold { comparator, .. } = &rule.condition {
+        if !matches!(comparator.as_str(), ">" | ">=" | "<" | "<=") {
+            return Err(ApiError::BadRequest("comparator must be >, >=, < or <=".into()));
+        }
+    }
+    if let Condition::Anomaly { factor, .. } = &rule.condition {
+        if *factor < 2 {
+            return Err(ApiError::BadRequest("factor must be at least 2".into()));
+        }
+    }
+    if !matches!(rule.severity.as_str(), "info" | "warning" | "critical") {
+        return Err(ApiError::BadRequest("severity must be info, warning or critical".into()));
+    }
+    if let Some(h) = &rule.webhook {
+        split_url(&h.url).map_err(ApiError::BadRequest)?;
+    }
+    if app.alerts.lock().rules.len() >= MAX_RULES {
+        return Err(ApiError::Rejected(format!("at most {MAX_RULES} rules")));
+    }
+    let op = ControlOp::Put {
+        space: Space::AlertRules,
+        key: rule.id.clone(),
+        value: serde_json::to_vec(&rule).map_err(|e| ApiError::Internal(e.to_string()))?,
+    };
+    let event = AuditEvent {
+        actor: actor(&p),
+        action: "alert_rule.create".into(),
+        target: format!("alert_rule:{}", rule.id),
+        before: Value::Null,
+        after: rule_public(&rule),
+    };
+    app.audit.commit(vec![op], event)?;
+    let shown = rule_public(&rule);
+    app.alerts.lock().rules.insert(rule.id.clone(), rule);
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+pub(crate) async fn delete_rule(
+    axum::extract::State(app): AppState,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    p.require_operate()?;
+    let rule = app
+        .alerts
+        .lock()
+        .rules
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no rule {id:?}")))?;
+    let op = ControlOp::Delete { space: Space::AlertRules, key: id.clone() };
+    let event = AuditEvent {
+        actor: actor(&p),
+        action: "alert_rule.delete".into(),
+        target: format!("alert_rule:{id}"),
+        before: rule_public(&rule),
+        after: Value::Null,
+    };
+    app.audit.commit(vec![op], event)?;
+    let mut inner = app.alerts.lock();
+    inner.rules.remove(&id);
+    inner.states.remove(&id);
+    Ok(Json(json!({"deleted": id})))
+}
+
+pub(crate) async fn ack(
+    axum::extract::State(app): AppState,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    p.require_operate()?;
+    let before = app
+        .alerts
+        .lock()
+        .states
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))?;
+    let event = AuditEvent {
+        actor: actor(&p),
+        action: "alert.ack".into(),
+        target: format!("alert_rule:{id}"),
+        before: json!(before),
+        after: json!({"acked_by": actor(&p)}),
+    };
+    app.audit.commit(Vec::new(), event)?;
+    let mut inner = app.alerts.lock();
+    let state = inner.states.get_mut(&id).ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))?;
+    state.acked_by = Some(actor(&p));
+    Ok(Json(json!(state)))
+}
+
+#[derive(Deserialize)]
+struct SilenceBody {
+    minutes: u64,
+}
+
+pub(crate) async fn silence(
+    axum::extract::State(app): AppState,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    p.require_operate()?;
+    let body: SilenceBody = parse_body(&body)?;
+    if body.minutes > 7 * 24 * 60 {
+        return Err(ApiError::BadRequest("silence for at most a week".into()));
+    }
+    let until = crate::now_ms().saturating_add(body.minutes.saturating_mul(60_000));
+    if !app.alerts.lock().rules.contains_key(&id) {
+        return Err(ApiError::NotFound(format!("no rule {id:?}")));
+    }
+    let event = AuditEvent {
+        actor: actor(&p),
+        action: "alert.silence".into(),
+        target: format!("alert_rule:{id}"),
+        before: Value::Null,
+        after: json!({"silenced_until_ms": until}),
+    };
+    app.audit.commit(Vec::new(), event)?;
+    let mut inner = app.alerts.lock();
+    let rule = inner.rules.get(&id).cloned();
+    let state = inner.states.entry(id.clone()).or_insert_with(|| AlertState {
+        rule: id.clone(),
+        name: rule.as_ref().map(|r| r.name.clone()).unwrap_or_default(),
+        severity: rule.as_ref().map(|r| r.severity.clone()).unwrap_or_default(),
+        ..AlertState::default()
+    });
+    state.silenced_until_ms = until;
+    Ok(Json(json!(state)))
+}
+
+pub(crate) async fn dead_letters(
+    axum::extract::State(app): AppState,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    p.require_read_all()?;
+    let letters: Vec<Value> = app
+        .control
+        .scan(Space::DeadLetters)?
+        .iter()
+        .rev()
+        .take(500)
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect();
+    Ok(Json(json!({"dead_letters": letters})))
+}

@@ -1,0 +1,189 @@
+//! Alert rules against a running node: a threshold on a partner's balance fires once when it is
+//! crossed and resolves once when it clears, delivered by signed webhook and by SMTP to
+//! listeners in the test; an unreachable webhook ends in the dead-letter list.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod http_common;
+
+use http_common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Accepts webhook POSTs; sends (signature header, body) for each.
+async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .unwrap()
+                        .trim()
+                        .parse::<usize>()
+                        .unwrap();
+                    break (pos + 4, len);
+                }
+            };
+            while buf.len() < head_end + length {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let sig = head
+                .lines()
+                .find_map(|l| {
+                    l.to_lowercase().strip_prefix("x-settle-signature:").map(|v| v.trim().to_string())
+                })
+                .unwrap();
+            let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+            let _ = tx.send((sig, body));
+        }
+    });
+    (url, rx)
+}
+
+/// A minimal SMTP server: sends each message's DATA.
+async fn smtp_listener() -> (String, mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"220 test ESMTP\r\n").await.unwrap();
+            let mut data = None::<String>;
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(d) = data.as_mut() {
+                    if line == "." {
+                        let _ = tx.send(data.take().unwrap());
+                        w.write_all(b"250 queued\r\n").await.unwrap();
+                    } else {
+                        d.push_str(&line);
+                        d.push('\n');
+                    }
+                    continue;
+                }
+                let cmd = line.to_uppercase();
+                if cmd.starts_with("EHLO") {
+                    w.write_all(b"250-test\r\n250 8BITMIME\r\n").await.unwrap();
+                } else if cmd.starts_with("DATA") {
+                    data = Some(String::new());
+                    w.write_all(b"354 go ahead\r\n").await.unwrap();
+                } else if cmd.starts_with("QUIT") {
+                    w.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                } else {
+                    w.write_all(b"250 ok\r\n").await.unwrap();
+                }
+            }
+        }
+    });
+    (addr, rx)
+}
+
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(DEADLINE, rx.recv()).await.expect("nothing delivered before the deadline").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threshold_alert_fires_once_resolves_once_over_webhook_and_email() {
+    let node = TestNode::start().await;
+    let admin = node.admin_session().await;
+    assert_eq!(node.post("/v1/partners", &admin, &partner_body("p1")).await.status, 201);
+    let op = Cred::Key(node.key(&admin, "operator", None).await);
+    let (url, mut hooks) = webhook_receiver().await;
+    let (smtp, mut mails) = smtp_listener().await;
+    let secret = "s3cret-for-hmac";
+    let rule = json!({
+        "name": "p1 owed money", "metric": "partner_payable:p1", "severity": "warning", "for_s": 0,
+        "condition": {"kind": "threshold", "comparator": ">", "threshold": 0, "window_s": 1},
+        "webhook": {"url": url, "secret": secret},
+        "email": {"smtp": smtp, "from": "settle@test", "to": ["ops@test"]},
+    });
+    let r = node.post("/v1/alerts/rules", &op, &rule.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["webhook"]["secret"], "***", "secrets are not echoed");
+    let rule_id = r.json()["id"].as_str().unwrap().to_string();
+    // A second rule whose webhook is unreachable: its deliveries end as dead letters.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}/gone", dead.local_addr().unwrap());
+    drop(dead);
+    let mut rule2 = rule.clone();
+    rule2["name"] = json!("unreachable");
+    rule2["webhook"] = json!({"url": dead_url, "secret": "x"});
+    rule2.as_object_mut().unwrap().remove("email");
+    assert_eq!(node.post("/v1/alerts/rules", &op, &rule2.to_string()).await.status, 201);
+
+    // Crossing: a sale makes p1's payable positive.
+    let sale = json!({"transactions": [sale("s1", "p1", "100.00", "EUR")]});
+    assert_eq!(node.post("/v1/transactions", &op, &sale.to_string()).await.status, 200);
+    let (sig, body) = next(&mut hooks).await;
+    assert_eq!(sig, settle_api::alerts::sign(secret, body.as_bytes()), "HMAC signature");
+    let fired: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((fired["status"].as_str(), fired["rule"].as_str()), (Some("firing"), Some(rule_id.as_str())));
+    let mail = next(&mut mails).await;
+    assert!(mail.contains("Subject: [settle] firing p1 owed money"), "{mail}");
+    // Acknowledge (audited); it stays firing.
+    let r = node.post(&format!("/v1/alerts/{rule_id}/ack"), &op, "{}").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["firing"], true);
+
+    // Clearing: pay out the whole balance.
+    let payable =
+        node.get("/v1/partners/p1/balance", &op).await.json()["payable"].as_str().unwrap().to_string();
+    let payout = json!({"transactions": [{"id": "po1", "partner": "p1", "kind": "payout", "amount": payable,
+        "currency": "EUR", "occurred_at": "2026-03-02T09:30:00Z"}]});
+    let r = node.post("/v1/transactions", &op, &payout.to_string()).await;
+    assert_eq!(r.json()["results"][0]["status"], "applied", "{}", r.text());
+    let (_, body) = next(&mut hooks).await;
+    let resolved: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(resolved["status"], "resolved", "one firing, then resolved: {body}");
+    assert!(next(&mut mails).await.contains("Subject: [settle] resolved"));
+    let alerts = node.get("/v1/alerts", &op).await.json();
+    let state =
+        alerts["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == rule_id.as_str()).unwrap().clone();
+    assert_eq!((state["fired_count"].as_u64(), state["firing"].as_bool()), (Some(1), Some(false)));
+
+    // The unreachable webhook's notifications are dead letters after their retries.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let letters = node.get("/v1/alerts/dead-letters", &op).await.json();
+        if let Some(l) = letters["dead_letters"].as_array().unwrap().first() {
+            assert_eq!(l["channel"], "webhook");
+            assert!(l["error"].as_str().unwrap().contains("3 attempts"), "{l}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Silencing is audited too, and every rule change is in the trail.
+    assert_eq!(
+        node.post(&format!("/v1/alerts/{rule_id}/silence"), &op, r#"{"minutes": 10}"#).await.status,
+        200
+    );
+    let audit = node.get("/v1/audit?limit=500", &op).await.json();
+    let actions: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["alert_rule.create", "alert.ack", "alert.silence"] {
+        assert!(actions.contains(&a), "{a} not audited");
+    }
+    node.stop().await;
+}
