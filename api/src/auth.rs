@@ -127,6 +127,18 @@ impl Principal {
         }
     }
 
+    /// The partner a list must be filtered to: the own partner for a partner principal (asking
+    /// for another one is `not_found`), else what was asked (if anything).
+    pub fn partner_filter(&self, asked: Option<&str>) -> ApiResult<Option<String>> {
+        match (self.scope()?, asked) {
+            (Some(own), Some(asked)) if asked != own => {
+                Err(ApiError::NotFound(format!("no partner {asked:?}")))
+            }
+            (Some(own), _) => Ok(Some(own)),
+            (None, asked) => Ok(asked.map(str::to_string)),
+        }
+    }
+
     /// Changing settlement configuration or the exception queue.
     pub fn require_operate(&self) -> ApiResult<()> {
         match self.role {

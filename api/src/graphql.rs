@@ -238,14 +238,7 @@ impl Query {
         limit: Option<i32>,
     ) -> async_graphql::Result<Vec<ExceptionObj>> {
         let (app, p) = parts(ctx)?;
-        let scope = p.scope().map_err(gql)?;
-        let partner = match (scope, partner) {
-            (Some(own), Some(asked)) if asked != own => {
-                return Err(gql(ApiError::NotFound(format!("no partner {asked:?}"))))
-            }
-            (Some(own), _) => Some(own),
-            (None, asked) => asked,
-        };
+        let partner = p.partner_filter(partner.as_deref()).map_err(gql)?;
         let after = cursor
             .map(|c| c.parse::<u64>())
             .transpose()

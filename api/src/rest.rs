@@ -163,6 +163,16 @@ fn instant_param(params: &HashMap<String, String>, name: &str) -> ApiResult<Opti
         .transpose()
 }
 
+fn reason_param(params: &HashMap<String, String>) -> ApiResult<Option<ExceptionReason>> {
+    params
+        .get("reason")
+        .map(|r| {
+            ExceptionReason::parse(r)
+                .ok_or_else(|| ApiError::BadRequest(format!("reason {r:?} is not an exception reason")))
+        })
+        .transpose()
+}
+
 fn u64_param(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<u64>> {
     params
         .get(name)
@@ -587,14 +597,7 @@ async fn partner_overview(
 // Transactions
 
 pub(crate) fn tx_query(p: &Principal, q: &HashMap<String, String>) -> ApiResult<TxQuery> {
-    let scope = p.scope()?;
-    let partner = match (scope, q.get("partner")) {
-        (Some(own), Some(asked)) if *asked != own => {
-            return Err(ApiError::NotFound(format!("no partner {asked:?}")))
-        }
-        (Some(own), _) => Some(own),
-        (None, asked) => asked.cloned(),
-    };
+    let partner = p.partner_filter(q.get("partner").map(String::as_str))?;
     let kind = q
         .get("kind")
         .map(|k| {
@@ -613,13 +616,7 @@ pub(crate) fn tx_query(p: &Principal, q: &HashMap<String, String>) -> ApiResult<
             return Err(ApiError::BadRequest(format!("status {other:?} is not applied or exception")))
         }
     };
-    let reason = q
-        .get("reason")
-        .map(|r| {
-            ExceptionReason::parse(r)
-                .ok_or_else(|| ApiError::BadRequest(format!("reason {r:?} is not an exception reason")))
-        })
-        .transpose()?;
+    let reason = reason_param(q)?;
     Ok(TxQuery {
         partner,
         kind,
@@ -728,21 +725,8 @@ fn check_exception_scope(p: &Principal, e: &ExceptionItem) -> ApiResult<()> {
 }
 
 async fn list_exceptions(State(app): AppState, p: Principal, Query(q): Params) -> ApiResult<Json<Value>> {
-    let scope = p.scope()?;
-    let partner = match (scope, q.get("partner")) {
-        (Some(own), Some(asked)) if *asked != own => {
-            return Err(ApiError::NotFound(format!("no partner {asked:?}")))
-        }
-        (Some(own), _) => Some(own),
-        (None, asked) => asked.cloned(),
-    };
-    let reason = q
-        .get("reason")
-        .map(|r| {
-            ExceptionReason::parse(r)
-                .ok_or_else(|| ApiError::BadRequest(format!("reason {r:?} is not an exception reason")))
-        })
-        .transpose()?;
+    let partner = p.partner_filter(q.get("partner").map(String::as_str))?;
+    let reason = reason_param(&q)?;
     let want = q.get("status").cloned();
     if let Some(s) = &want {
         if s != "open" && s != "resolved" {

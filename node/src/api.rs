@@ -398,4 +398,19 @@ impl<B: crate::ingress::Backend> crate::ingress::Backend for Metered<B> {
     ) -> Result<(), IngressError> {
         self.inner.add_contract_version(partner, version).await
     }
+
+    async fn cluster_status(&self) -> Result<Option<String>, IngressError> {
+        self.inner.cluster_status().await
+    }
+
+    async fn list_transactions(
+        &self,
+        query: crate::engine::ListQuery,
+    ) -> Result<crate::engine::ListPage, IngressError> {
+        self.inner.list_transactions(query).await
+    }
+
+    async fn checkpoint(&self, dir: std::path::PathBuf) -> Result<Option<u64>, IngressError> {
+        self.inner.checkpoint(dir).await
+    }
 }

@@ -570,6 +570,10 @@ async fn run_dev_cluster(
             eprintln!("  http:     node {} http://{http}/", n["node_id"]);
         }
     }
+    if nodes.iter().all(|n| n["http"].as_str().is_none()) {
+        // settle-api's traits are implemented for the standalone engine only so far.
+        eprintln!("  dashboard: the HTTP API, dashboard and portal run with `settle dev --single` (http://127.0.0.1:8080)");
+    }
     eprintln!("  status:   settle cluster status --target {first} --cert {cert} --api-key-file {keys}");
     eprintln!(
         "  try:      settle-loadtest --target {first} --cert {cert} --api-key-file {keys} --duration 10s"
