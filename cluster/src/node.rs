@@ -46,6 +46,9 @@ pub const MAX_ENTRY_TXS: usize = 8192;
 /// Entries of one shard a node has proposed and not yet seen committed; submissions arriving
 /// meanwhile wait and are merged into the next entry (one entry, one append, many transactions).
 pub const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+/// At bootstrap, how long a member waits for a group's preferred leader to initialize it before
+/// initializing it itself (the preferred leader may be down).
+pub const INITIALIZE_FALLBACK: Duration = Duration::from_secs(5);
 /// Time a membership change of one group may take (the learner catches up first).
 pub const RECONFIGURE_WAIT: Duration = Duration::from_secs(60);
 /// How often shard leaders look for periods due to close.
@@ -261,10 +264,26 @@ impl ClusterHandle {
             if fresh && !nodes.is_empty() {
                 let group_members: BTreeMap<NodeId, BasicNode> =
                     nodes.iter().filter_map(|n| members.get(n).map(|b| (*n, b.clone()))).collect();
-                // Every initial member initializes with the same membership, which is safe.
-                if let Err(e) = g.raft.initialize(group_members).await {
-                    tracing::debug!("group {group}: initialize: {e}");
-                }
+                // The preferred leader initializes (and so campaigns first); the others only if
+                // no leader appeared in time (the same membership everywhere, which is safe).
+                let raft = g.raft.clone();
+                let wait = if preferred { Duration::ZERO } else { INITIALIZE_FALLBACK };
+                tokio::spawn(async move {
+                    let mut metrics = raft.metrics();
+                    let _ = tokio::time::timeout(wait, async {
+                        while metrics.borrow().current_leader.is_none() {
+                            if metrics.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .await;
+                    if raft.metrics().borrow().current_leader.is_none() {
+                        if let Err(e) = raft.initialize(group_members).await {
+                            tracing::debug!("group {group}: initialize: {e}");
+                        }
+                    }
+                });
             }
             groups.insert(group, Arc::new(g));
         }
