@@ -45,7 +45,7 @@ pub const MAX_SUBMIT_TXS: usize = 65_536;
 pub const MAX_ENTRY_TXS: usize = 8192;
 /// Entries of one shard a node has proposed and not yet seen committed; submissions arriving
 /// meanwhile wait and are merged into the next entry (one entry, one append, many transactions).
-pub const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;
 /// At bootstrap, how long a member waits for a group's preferred leader to initialize it before
 /// initializing it itself (the preferred leader may be down).
 pub const INITIALIZE_FALLBACK: Duration = Duration::from_secs(5);
@@ -130,7 +130,7 @@ impl GroupOpener {
         let startup = |e: String| ClusterError::Startup(format!("group {group}: {e}"));
         let log = LogStore::open(group, Arc::clone(&self.db), self.writer.clone())
             .map_err(|e| startup(e.to_string()))?;
-        let sm = GroupSm::open(group, Arc::clone(&self.db), &log, self.fx_max_age, self.hash_seed)
+        let sm = GroupSm::open(group, &self.db, self.writer.clone(), &log, self.fx_max_age, self.hash_seed)
             .map_err(|e| startup(e.to_string()))?;
         let network = GroupNetwork { group, peers: Arc::clone(&self.peers) };
         let raft = Raft::new(self.id, raft_config(preferred)?, network, log, sm.clone())

@@ -16,6 +16,9 @@ pub type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 struct Job {
     ops: Vec<RaftOp>,
     done: Completion,
+    /// Whether the write must be fsync'd before `done` (log appends, votes); state-machine
+    /// records need not be (the log they derive from is, and they are rebuilt from it).
+    sync: bool,
 }
 
 /// A handle to the writer thread; cheap to clone.
@@ -57,7 +60,17 @@ impl LogWriter {
 
     /// Queues `ops`; `done` runs once they are durable.
     pub fn submit(&self, ops: Vec<RaftOp>, done: Completion) {
-        if let Err(mpsc::error::SendError(Msg::Job(job))) = self.jobs.send(Msg::Job(Job { ops, done })) {
+        self.send(Job { ops, done, sync: true });
+    }
+
+    /// Queues `ops` to be written with the next batch, without waiting and without asking for
+    /// a sync of their own (state-machine records: the next synced batch carries them).
+    pub fn submit_unsynced(&self, ops: Vec<RaftOp>) {
+        self.send(Job { ops, done: Box::new(|_| {}), sync: false });
+    }
+
+    fn send(&self, job: Job) {
+        if let Err(mpsc::error::SendError(Msg::Job(job))) = self.jobs.send(Msg::Job(job)) {
             (job.done)(Err("the log writer stopped".into()));
         }
     }
@@ -83,11 +96,13 @@ fn run(db: Arc<RaftDb>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     while !stopping {
         let Some(first) = rx.blocking_recv() else { break };
         let Msg::Job(first) = first else { break };
+        let mut sync = first.sync;
         ops.extend(first.ops);
         dones.push(first.done);
         while dones.len() < MAX_WRITES_PER_SYNC {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => {
+                    sync |= job.sync;
                     ops.extend(job.ops);
                     dones.push(job.done);
                 }
@@ -102,7 +117,7 @@ fn run(db: Arc<RaftDb>, mut rx: mpsc::UnboundedReceiver<Msg>) {
         // recover from what is on disk.
         let result = match &failed {
             Some(reason) => Err(reason.clone()),
-            None => db.write(&ops, true).map_err(|e| format!("a durable Raft write failed: {e}")),
+            None => db.write(&ops, sync).map_err(|e| format!("a durable Raft write failed: {e}")),
         };
         if let Err(reason) = &result {
             if failed.is_none() {
