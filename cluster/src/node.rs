@@ -382,9 +382,15 @@ impl ClusterHandle {
                 let m = metrics.borrow();
                 let membership = m.membership_config.membership();
                 let voters: Vec<NodeId> = membership.voter_ids().collect();
-                // An empty membership is a replica being added (not initialized yet).
+                // An empty membership is a replica being added (not initialized yet); only a
+                // committed (applied) removal counts: an uncommitted one may still be undone,
+                // and a deleted replica forgets its vote.
+                let committed = match (m.membership_config.log_id(), m.last_applied) {
+                    (Some(config), Some(applied)) => config.index <= applied.index,
+                    _ => false,
+                };
                 !voters.is_empty()
-                    && m.membership_config.log_id().is_some()
+                    && committed
                     && !membership.voter_ids().any(|v| v == self.inner.id)
                     && !membership.learner_ids().any(|v| v == self.inner.id)
             };
