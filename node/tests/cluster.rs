@@ -146,8 +146,9 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
-    fn settle_cli(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_settle"))
+    async fn settle_cli(&self, args: &[&str]) -> String {
+        // Async: a blocked runtime thread would stall the test's own client connections.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_settle"))
             .arg("cluster")
             .args(args)
             .args(["--target", &self.nodes[0].quic.unwrap().to_string(), "--cert"])
@@ -155,6 +156,7 @@ impl Cluster {
             .arg("--api-key-file")
             .arg(self.dir.path().join("api-key"))
             .output()
+            .await
             .unwrap();
         assert!(out.status.success(), "settle cluster {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
@@ -345,9 +347,11 @@ async fn nodes_join_and_drain_while_replicas_stay_equal() {
     // Node 4 joins; add-node moves replicas to it until every node holds its share.
     let four = cluster.add(4);
     cluster.start(four);
-    cluster.settle_cli(&["add-node", "--id", "4", "--peer", &cluster.nodes[four].peer.clone()]);
+    let _ = &cluster;
+    cluster.settle_cli(&["add-node", "--id", "4", "--peer", &cluster.nodes[four].peer.clone()]).await;
     eprintln!("node 4 added");
     let members = shard_members(&status(&c1).await);
+    eprintln!("status read");
     let held = |n: u64| members.iter().filter(|m| m.contains(&n)).count();
     assert!(members.iter().all(|m| m.len() == 3), "{members:?}");
     // 8 shards x 3 replicas over 4 nodes: 6 each.
@@ -355,11 +359,12 @@ async fn nodes_join_and_drain_while_replicas_stay_equal() {
         assert_eq!(held(n), 6, "node {n} in {members:?}");
     }
     let c4 = cluster.client(four).await;
+    eprintln!("connected to node 4");
     submit_until_acked(&c4, batch(40), FAILOVER_DEADLINE, &mut acked).await;
     eprintln!("written through node 4");
 
     // Node 2 is drained: no shard keeps a replica on it, and writes go on.
-    cluster.settle_cli(&["remove-node", "--id", "2"]);
+    cluster.settle_cli(&["remove-node", "--id", "2"]).await;
     eprintln!("node 2 removed");
     let members = shard_members(&status(&c1).await);
     assert!(members.iter().all(|m| m.len() == 3 && !m.contains(&2)), "{members:?}");
