@@ -360,6 +360,19 @@ impl Client {
         }
     }
 
+    /// Runs a membership command (`{"add_node":{"id":N,"peer":"HOST:PORT"}}` or
+    /// `{"remove_node":{"id":N}}`) and returns the cluster's status afterwards. Not retried by
+    /// `call`'s policy beyond what is safe: the commands converge to the same placement.
+    pub async fn cluster_command(&self, command_json: impl Into<String>) -> Result<String, ClientError> {
+        let req = Request::new(request::Body::ClusterCommand(wire::ClusterCommand {
+            command_json: command_json.into(),
+        }));
+        match self.call(&req).await? {
+            response::Body::ClusterStatus(s) => Ok(s.json),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Registers a partner given as the spec's scenario partner object (JSON text).
     pub async fn register_partner(&self, partner_json: impl Into<String>) -> Result<(), ClientError> {
         let req = Request::new(request::Body::RegisterPartner(wire::RegisterPartner {

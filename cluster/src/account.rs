@@ -53,23 +53,23 @@ impl AccountCell {
     pub fn apply(
         &mut self,
         seq: u64,
-        tx: TxInput,
+        tx: &TxInput,
         fx: &FxTable,
         fx_max_age: Span,
         log: Option<&mut TxLog>,
         statements: &mut Vec<Statement>,
     ) -> TxResult {
-        match self.ids.check(&tx) {
+        match self.ids.check(tx) {
             IdCheck::New => {
                 self.account.close_due(tx.received_at, statements);
-                let outcome = self.account.apply(&tx, fx, fx_max_age);
+                let outcome = self.account.apply(tx, fx, fx_max_age);
                 match log {
                     Some(log) => {
-                        log.push(seq, &tx, &outcome);
+                        log.push(seq, tx, &outcome);
                         let record = log.last_record().unwrap_or_default();
                         self.ids.record(&tx.id, record);
                     }
-                    None => self.ids.record_tx(&tx, &outcome, &mut self.scratch),
+                    None => self.ids.record_tx(tx, &outcome, &mut self.scratch),
                 }
                 TxResult { outcome, duplicate: false }
             }
@@ -77,7 +77,7 @@ impl AccountCell {
             IdCheck::Conflict => {
                 let outcome = Outcome::Exception(ExceptionReason::DuplicateConflict);
                 if let Some(log) = log {
-                    log.push(seq, &tx, &outcome);
+                    log.push(seq, tx, &outcome);
                 }
                 TxResult { outcome, duplicate: false }
             }

@@ -15,7 +15,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
 
 /// Flushed entries kept decoded in memory per group (older ones are read from RocksDB).
-pub const CACHED_ENTRIES: usize = 2048;
+pub const CACHED_ENTRIES: usize = 256;
 
 pub(crate) fn io_read(e: impl std::fmt::Display) -> StorageError {
     StorageError::IO { source: StorageIOError::read(AnyError::error(e.to_string())) }

@@ -18,7 +18,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Partner, Span, TxInput};
-use settle_storage::RaftDb;
+use settle_storage::{RaftDb, RaftOp};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,7 +45,12 @@ pub const MAX_SUBMIT_TXS: usize = 65_536;
 pub const MAX_ENTRY_TXS: usize = 8192;
 /// Entries of one shard a node has proposed and not yet seen committed; submissions arriving
 /// meanwhile wait and are merged into the next entry (one entry, one append, many transactions).
-pub const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;
+/// At bootstrap, how long a member waits for a group's preferred leader to initialize it before
+/// initializing it itself (the preferred leader may be down).
+pub const INITIALIZE_FALLBACK: Duration = Duration::from_secs(5);
+/// Time a membership change of one group may take (the learner catches up first).
+pub const RECONFIGURE_WAIT: Duration = Duration::from_secs(60);
 /// How often shard leaders look for periods due to close.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -71,6 +76,8 @@ pub struct ClusterOptions {
     pub peer_listen: SocketAddr,
     /// `--bootstrap`: the initial members' peer addresses (first start only).
     pub bootstrap: Option<BTreeMap<NodeId, String>>,
+    /// `--join`: a member's peer address (first start of a node added later).
+    pub join: Option<String>,
     pub shards: u32,
     pub replicas: u32,
     pub fx_max_age: Span,
@@ -99,6 +106,38 @@ struct Inner {
     peers: Arc<Peers>,
     /// Per shard: submissions waiting to be merged into the next entry.
     batchers: Vec<mpsc::UnboundedSender<ShardWork>>,
+    opener: GroupOpener,
+    /// Held while a group is created on demand (a leader placed a replica here).
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// The peer id under which a joining node reaches the member named by `--join`.
+const JOIN_CONTACT: NodeId = NodeId::MAX;
+
+/// What it takes to open a group's Raft instance on this node.
+#[derive(Debug)]
+struct GroupOpener {
+    id: NodeId,
+    db: Arc<RaftDb>,
+    writer: LogWriter,
+    peers: Arc<Peers>,
+    fx_max_age: Span,
+    hash_seed: u64,
+}
+
+impl GroupOpener {
+    async fn open(&self, group: GroupId, preferred: bool) -> Result<Group, ClusterError> {
+        let startup = |e: String| ClusterError::Startup(format!("group {group}: {e}"));
+        let log = LogStore::open(group, Arc::clone(&self.db), self.writer.clone())
+            .map_err(|e| startup(e.to_string()))?;
+        let sm = GroupSm::open(group, &self.db, self.writer.clone(), &log, self.fx_max_age, self.hash_seed)
+            .map_err(|e| startup(e.to_string()))?;
+        let network = GroupNetwork { group, peers: Arc::clone(&self.peers) };
+        let raft = Raft::new(self.id, raft_config(preferred)?, network, log, sm.clone())
+            .await
+            .map_err(|e| startup(e.to_string()))?;
+        Ok(Group { raft, sm })
+    }
 }
 
 /// Transactions for one shard and where their results go.
@@ -135,29 +174,58 @@ impl ClusterHandle {
     pub async fn start(opts: ClusterOptions) -> Result<ClusterHandle, ClusterError> {
         let startup = |e: String| ClusterError::Startup(e);
         let db = Arc::new(RaftDb::open(&opts.data_dir.join("raft")).map_err(|e| startup(e.to_string()))?);
+        let peers = Peers::bind(opts.peer_listen, &opts.tls).map_err(startup)?;
+        let peer_addr = peers.local_addr().map_err(startup)?;
         let (config, fresh) = match db.cluster_config().map_err(|e| startup(e.to_string()))? {
             Some(bytes) => {
                 (serde_json::from_slice::<ClusterConfig>(&bytes).map_err(|e| startup(e.to_string()))?, false)
             }
             None => {
-                let initial = opts.bootstrap.clone().ok_or_else(|| {
-                    startup("this data dir holds no cluster: start with --bootstrap (or --join)".into())
-                })?;
-                if !initial.contains_key(&opts.id) {
-                    return Err(startup(format!("--bootstrap does not list this node ({})", opts.id)));
+                let config = match (&opts.bootstrap, &opts.join) {
+                    (Some(initial), _) => {
+                        if !initial.contains_key(&opts.id) {
+                            return Err(startup(format!(
+                                "--bootstrap does not list this node ({})",
+                                opts.id
+                            )));
+                        }
+                        if opts.shards == 0 || opts.shards > crate::meta::MAX_SHARDS || opts.replicas == 0 {
+                            return Err(startup(
+                                "--shards must be 1..=4096 and --replicas at least 1".into(),
+                            ));
+                        }
+                        ClusterConfig {
+                            shards: opts.shards,
+                            replicas: opts.replicas,
+                            initial: initial.clone(),
+                        }
+                    }
+                    (None, Some(member)) => {
+                        // Ask a member for the cluster's configuration; the node then holds no
+                        // group until `settle cluster add-node` places replicas on it.
+                        let addr = member.parse().map_err(|e| startup(format!("--join {member}: {e}")))?;
+                        peers.set_addr(JOIN_CONTACT, addr);
+                        match peers.call(JOIN_CONTACT, &PeerReq::Config, FORWARD_TIMEOUT).await {
+                            Ok(PeerResp::Config(config)) => config,
+                            Ok(_) => return Err(startup("unexpected answer to --join".into())),
+                            Err(e) => return Err(startup(format!("--join {member}: {e}"))),
+                        }
+                    }
+                    (None, None) => {
+                        return Err(startup(
+                            "this data dir holds no cluster: start with --bootstrap or --join".into(),
+                        ))
+                    }
+                };
+                if opts.bootstrap.is_none() && config.initial.contains_key(&opts.id) {
+                    return Err(startup(format!("node id {} is already an initial member", opts.id)));
                 }
-                if opts.shards == 0 || opts.shards > crate::meta::MAX_SHARDS || opts.replicas == 0 {
-                    return Err(startup("--shards must be 1..=4096 and --replicas at least 1".into()));
-                }
-                let config = ClusterConfig { shards: opts.shards, replicas: opts.replicas, initial };
                 let bytes = serde_json::to_vec(&config).map_err(|e| startup(e.to_string()))?;
                 db.put_cluster_config(&bytes).map_err(|e| startup(e.to_string()))?;
-                (config, true)
+                (config, opts.bootstrap.is_some())
             }
         };
         let writer = LogWriter::start(Arc::clone(&db)).map_err(|e| startup(e.to_string()))?;
-        let peers = Peers::bind(opts.peer_listen, &opts.tls).map_err(startup)?;
-        let peer_addr = peers.local_addr().map_err(startup)?;
         for (&node, addr) in &config.initial {
             if let Ok(addr) = addr.parse() {
                 peers.set_addr(node, addr);
@@ -166,35 +234,58 @@ impl ClusterHandle {
         let info = NodeInfo { id: opts.id, peer: peer_addr.to_string(), quic: String::new(), http: None };
         let members: BTreeMap<NodeId, BasicNode> =
             config.initial.iter().map(|(&id, addr)| (id, BasicNode { addr: addr.clone() })).collect();
+        let opener = GroupOpener {
+            id: opts.id,
+            db: Arc::clone(&db),
+            writer,
+            peers: Arc::clone(&peers),
+            fx_max_age: opts.fx_max_age,
+            hash_seed: opts.hash_seed,
+        };
 
-        // The groups this node holds: the metadata group and its shards in the placement.
-        let mut wanted: Vec<(GroupId, Vec<NodeId>)> =
-            vec![(META_GROUP, config.initial.keys().copied().collect())];
-        for (shard, nodes) in config.initial_placement().into_iter().enumerate() {
-            if nodes.contains(&opts.id) {
-                wanted.push((shard_group(shard as u32), nodes));
+        // The groups this node holds: as an initial member the metadata group and its shards in
+        // the initial placement; and every group it has state for (replicas placed later).
+        let mut wanted: BTreeMap<GroupId, Vec<NodeId>> = BTreeMap::new();
+        if config.initial.contains_key(&opts.id) {
+            wanted.insert(META_GROUP, config.initial.keys().copied().collect());
+            for (shard, nodes) in config.initial_placement().into_iter().enumerate() {
+                if nodes.contains(&opts.id) {
+                    wanted.insert(shard_group(shard as u32), nodes);
+                }
             }
+        }
+        for group in db.groups().map_err(|e| startup(e.to_string()))? {
+            wanted.entry(group).or_default();
         }
         let mut groups = HashMap::new();
         for (group, nodes) in wanted {
-            let log =
-                LogStore::open(group, Arc::clone(&db), writer.clone()).map_err(|e| startup(e.to_string()))?;
-            let sm = GroupSm::open(group, Arc::clone(&db), &log, opts.fx_max_age, opts.hash_seed)
-                .map_err(|e| startup(e.to_string()))?;
             let preferred = nodes.first() == Some(&opts.id);
-            let network = GroupNetwork { group, peers: Arc::clone(&peers) };
-            let raft = Raft::new(opts.id, raft_config(preferred)?, network, log, sm.clone())
-                .await
-                .map_err(|e| startup(format!("group {group}: {e}")))?;
-            if fresh {
+            let g = opener.open(group, preferred).await?;
+            if fresh && !nodes.is_empty() {
                 let group_members: BTreeMap<NodeId, BasicNode> =
                     nodes.iter().filter_map(|n| members.get(n).map(|b| (*n, b.clone()))).collect();
-                // Every initial member initializes with the same membership, which is safe.
-                if let Err(e) = raft.initialize(group_members).await {
-                    tracing::debug!("group {group}: initialize: {e}");
-                }
+                // The preferred leader initializes (and so campaigns first); the others only if
+                // no leader appeared in time (the same membership everywhere, which is safe).
+                let raft = g.raft.clone();
+                let wait = if preferred { Duration::ZERO } else { INITIALIZE_FALLBACK };
+                tokio::spawn(async move {
+                    let mut metrics = raft.metrics();
+                    let _ = tokio::time::timeout(wait, async {
+                        while metrics.borrow().current_leader.is_none() {
+                            if metrics.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .await;
+                    if raft.metrics().borrow().current_leader.is_none() {
+                        if let Err(e) = raft.initialize(group_members).await {
+                            tracing::debug!("group {group}: initialize: {e}");
+                        }
+                    }
+                });
             }
-            groups.insert(group, Arc::new(Group { raft, sm }));
+            groups.insert(group, Arc::new(g));
         }
         let mut batchers = Vec::new();
         let mut batcher_rx = Vec::new();
@@ -206,6 +297,8 @@ impl ClusterHandle {
         let handle = ClusterHandle {
             inner: Arc::new(Inner {
                 batchers,
+                opener,
+                opening: tokio::sync::Mutex::new(()),
                 id: opts.id,
                 info: std::sync::Mutex::new(info),
                 config,
@@ -260,6 +353,60 @@ impl ClusterHandle {
         self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
     }
 
+    /// The group, created (empty, not initialized) if this node holds no replica yet: a leader
+    /// is placing one here and will replicate its log to it.
+    async fn ensure_group(&self, group: GroupId) -> Result<Arc<Group>, String> {
+        if let Some(g) = self.group(group) {
+            return Ok(g);
+        }
+        let _opening = self.inner.opening.lock().await;
+        if let Some(g) = self.group(group) {
+            return Ok(g);
+        }
+        if group != META_GROUP && group > self.inner.config.shards {
+            return Err(format!("no group {group} in this cluster"));
+        }
+        let g = Arc::new(self.inner.opener.open(group, false).await.map_err(|e| e.to_string())?);
+        self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).insert(group, Arc::clone(&g));
+        Ok(g)
+    }
+
+    /// Shuts down and deletes the local replicas of groups whose membership no longer includes
+    /// this node (moved elsewhere by a rebalance). A stale replica left running would campaign
+    /// with ever higher terms and disturb the group if it were ever added back; deleted, it is
+    /// re-created empty when a leader places a replica here again.
+    async fn drop_removed_replicas(&self) {
+        for (group, g) in self.all_groups() {
+            let removed = {
+                let metrics = g.raft.metrics();
+                let m = metrics.borrow();
+                let membership = m.membership_config.membership();
+                let voters: Vec<NodeId> = membership.voter_ids().collect();
+                // An empty membership is a replica being added (not initialized yet); only a
+                // committed (applied) removal counts: an uncommitted one may still be undone,
+                // and a deleted replica forgets its vote.
+                let committed = match (m.membership_config.log_id(), m.last_applied) {
+                    (Some(config), Some(applied)) => config.index <= applied.index,
+                    _ => false,
+                };
+                !voters.is_empty()
+                    && committed
+                    && !membership.voter_ids().any(|v| v == self.inner.id)
+                    && !membership.learner_ids().any(|v| v == self.inner.id)
+            };
+            if !removed {
+                continue;
+            }
+            let _opening = self.inner.opening.lock().await;
+            self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
+            let _ = g.raft.shutdown().await;
+            if let Err(e) = self.inner.opener.writer.write(vec![RaftOp::DropGroup { group }]).await {
+                tracing::error!("group {group}: cannot delete the removed replica: {e}");
+            }
+            tracing::info!("group {group}: this node's replica was moved away; deleted it");
+        }
+    }
+
     fn all_groups(&self) -> Vec<(GroupId, Arc<Group>)> {
         let groups = self.inner.groups.read().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<_> = groups.iter().map(|(g, x)| (*g, Arc::clone(x))).collect();
@@ -277,6 +424,7 @@ impl ClusterHandle {
                 interval.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let me = ClusterHandle { inner };
+                me.drop_removed_replicas().await;
                 let at = now();
                 for (group, g) in me.all_groups() {
                     if group == META_GROUP || g.raft.metrics().borrow().state != ServerState::Leader {
@@ -315,12 +463,15 @@ impl ClusterHandle {
         let local = self.group(group);
         let mut hint: Option<NodeId> = None;
         let mut last_error: String;
+        let mut attempt_no = 0usize;
         loop {
             let leader = match (&local, hint.take()) {
                 (_, Some(h)) => Some(h),
                 (Some(g), None) => g.raft.metrics().borrow().current_leader,
-                (None, None) => None,
+                // No replica here: ask the initial members in turn; one of them leads or knows.
+                (None, None) => self.some_member(attempt_no),
             };
+            attempt_no += 1;
             let attempt = match leader {
                 Some(l) if l == self.inner.id => match &local {
                     Some(g) => self.local_write(g, cmd.clone()).await,
@@ -356,6 +507,205 @@ impl ClusterHandle {
                 self.wait_for_leader_change(group, leader).await;
             }
         }
+    }
+
+    fn some_member(&self, n: usize) -> Option<NodeId> {
+        let members: Vec<NodeId> = self.inner.config.initial.keys().copied().collect();
+        members.get(n % members.len().max(1)).copied()
+    }
+
+    /// On this node, which should lead `group`: adds learners (each caught up before it
+    /// returns), then sets the voters.
+    async fn local_reconfigure(
+        &self,
+        g: &Group,
+        add: Vec<(NodeId, String)>,
+        voters: std::collections::BTreeSet<NodeId>,
+    ) -> Result<Resp, ForwardError> {
+        let not_leader = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader(f.leader_id),
+            other => ForwardError::Failed(other.to_string()),
+        };
+        for (id, addr) in add {
+            if let Ok(a) = addr.parse() {
+                self.inner.peers.set_addr(id, a);
+            }
+            g.raft.add_learner(id, BasicNode { addr }, true).await.map_err(not_leader)?;
+        }
+        let current: std::collections::BTreeSet<NodeId> =
+            g.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if current != voters {
+            g.raft.change_membership(voters, false).await.map_err(not_leader)?;
+        }
+        Ok(Resp::Done(Ok(())))
+    }
+
+    /// Reconfigures `group` on its leader, wherever it is.
+    async fn reconfigure(
+        &self,
+        group: GroupId,
+        add: Vec<(NodeId, String)>,
+        voters: std::collections::BTreeSet<NodeId>,
+    ) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + RECONFIGURE_WAIT;
+        let local = self.group(group);
+        let mut hint = None;
+        let mut n = 0usize;
+        loop {
+            let leader = match (&local, hint.take()) {
+                (_, Some(h)) => Some(h),
+                (Some(g), None) => g.raft.metrics().borrow().current_leader,
+                (None, None) => self.some_member(n),
+            };
+            n += 1;
+            let attempt = match leader {
+                Some(l) if l == self.inner.id => match &local {
+                    Some(g) => self.local_reconfigure(g, add.clone(), voters.clone()).await,
+                    None => Err(ForwardError::NotLeader(None)),
+                },
+                Some(l) => {
+                    let req = PeerReq::Reconfigure { group, add: add.clone(), voters: voters.clone() };
+                    match self.inner.peers.call(l, &req, RECONFIGURE_WAIT).await {
+                        Ok(PeerResp::Forward(r)) => r,
+                        Ok(_) => Err(ForwardError::Failed("unexpected answer".into())),
+                        Err(e) => Err(ForwardError::Failed(e.to_string())),
+                    }
+                }
+                None => Err(ForwardError::NotLeader(None)),
+            };
+            match attempt {
+                Ok(_) => return Ok(()),
+                Err(ForwardError::NotLeader(h)) => hint = h.filter(|&h| Some(h) != leader),
+                Err(ForwardError::Failed(e)) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ClusterError::Unavailable(format!("group {group}: {e}")))
+                }
+                Err(ForwardError::Failed(_)) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::Unavailable(format!("group {group}: no leader")));
+            }
+            if hint.is_none() {
+                self.wait_for_leader_change(group, leader).await;
+            }
+        }
+    }
+
+    /// The voters of every shard as the cluster reports them now.
+    async fn shard_voters(&self) -> Result<Vec<Vec<NodeId>>, ClusterError> {
+        let status = self.cluster_status().await;
+        let mut out = Vec::new();
+        for shard in status["shards"].as_array().into_iter().flatten() {
+            let members: Vec<NodeId> =
+                shard["members"].as_array().into_iter().flatten().filter_map(|m| m.as_u64()).collect();
+            out.push(members);
+        }
+        if out.len() != self.inner.config.shards as usize || out.iter().any(Vec::is_empty) {
+            return Err(ClusterError::Unavailable("some shard reports no members".into()));
+        }
+        Ok(out)
+    }
+
+    /// Moves shard replicas so that every shard has its replicas on `nodes`, spread evenly:
+    /// each shard keeps the replicas it has on `nodes` and gets the rest from the least loaded
+    /// nodes (new replicas catch up as learners before they become voters).
+    async fn rebalance(&self, nodes: &BTreeMap<NodeId, String>) -> Result<(), ClusterError> {
+        let replicas = (self.inner.config.replicas as usize).min(nodes.len());
+        let current = self.shard_voters().await?;
+        let mut load: BTreeMap<NodeId, usize> = nodes.keys().map(|&n| (n, 0)).collect();
+        let mut target: Vec<Vec<NodeId>> = Vec::new();
+        for voters in &current {
+            let kept: Vec<NodeId> = voters.iter().copied().filter(|v| nodes.contains_key(v)).collect();
+            target.push(kept);
+        }
+        // Trim shards that hold too many, then fill from the least loaded nodes.
+        let per_node = (current.len() * replicas).div_ceil(nodes.len().max(1));
+        for t in &mut target {
+            t.truncate(replicas);
+            for n in t.iter() {
+                *load.entry(*n).or_default() += 1;
+            }
+        }
+        for t in &mut target {
+            // Move replicas off nodes above their share, to make room for the new ones.
+            while t.len() == replicas {
+                let Some((&over, _)) =
+                    t.iter().map(|n| (n, load[n])).filter(|(_, l)| *l > per_node).max_by_key(|(_, l)| *l)
+                else {
+                    break;
+                };
+                let Some((&under, _)) =
+                    load.iter().filter(|(n, l)| !t.contains(n) && **l < per_node).min_by_key(|(_, l)| **l)
+                else {
+                    break;
+                };
+                t.retain(|n| *n != over);
+                t.push(under);
+                *load.entry(over).or_default() -= 1;
+                *load.entry(under).or_default() += 1;
+            }
+            while t.len() < replicas {
+                let Some((&under, _)) = load.iter().filter(|(n, _)| !t.contains(n)).min_by_key(|(_, l)| **l)
+                else {
+                    break;
+                };
+                t.push(under);
+                *load.entry(under).or_default() += 1;
+            }
+        }
+        for (shard, (voters, want)) in current.iter().zip(&target).enumerate() {
+            let mut want_sorted = want.clone();
+            want_sorted.sort_unstable();
+            let mut have = voters.clone();
+            have.sort_unstable();
+            if have == want_sorted {
+                continue;
+            }
+            let add: Vec<(NodeId, String)> = want
+                .iter()
+                .filter(|n| !voters.contains(n))
+                .filter_map(|n| nodes.get(n).map(|a| (*n, a.clone())))
+                .collect();
+            self.reconfigure(shard_group(shard as u32), add, want.iter().copied().collect()).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds node `id` (started with `--join`, listening for peers on `peer`) and moves shard
+    /// replicas to it until replicas are spread evenly.
+    pub async fn add_node(&self, id: NodeId, peer: String) -> Result<(), ClusterError> {
+        if peer.parse::<SocketAddr>().is_err() {
+            return Err(ClusterError::Rejected(format!("{peer:?} is not a HOST:PORT address")));
+        }
+        // The metadata group: as a learner (it reads the registry; the voters stay).
+        let meta_voters: std::collections::BTreeSet<NodeId> =
+            self.inner.config.initial.keys().copied().collect();
+        self.reconfigure(META_GROUP, vec![(id, peer.clone())], meta_voters).await?;
+        let info = NodeInfo { id, peer: peer.clone(), quic: String::new(), http: None };
+        if !self.nodes().contains_key(&id) {
+            Self::done(self.propose(META_GROUP, Cmd::Meta(MetaCmd::RegisterNode(info))).await?)?;
+        }
+        let mut nodes: BTreeMap<NodeId, String> =
+            self.nodes().into_iter().map(|(n, i)| (n, i.peer)).collect();
+        nodes.insert(id, peer);
+        self.rebalance(&nodes).await
+    }
+
+    /// Drains node `id`: its replicas move to the other nodes (learner catch-up, then
+    /// promotion), then it leaves the registry. Returns when it holds no replica.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ClusterError> {
+        let mut nodes: BTreeMap<NodeId, String> =
+            self.nodes().into_iter().map(|(n, i)| (n, i.peer)).collect();
+        if nodes.remove(&id).is_none() {
+            return Err(ClusterError::Rejected(format!("node {id} is not in the cluster")));
+        }
+        if nodes.is_empty() {
+            return Err(ClusterError::Rejected("the last node cannot be removed".into()));
+        }
+        self.rebalance(&nodes).await?;
+        if self.shard_voters().await?.iter().any(|v| v.contains(&id)) {
+            return Err(ClusterError::Unavailable(format!("node {id} still holds replicas")));
+        }
+        Self::done(self.propose(META_GROUP, Cmd::Meta(MetaCmd::RemoveNode(id))).await?)
     }
 
     /// Resolves when the local replica of `group` knows a leader other than `from` (never, when
@@ -640,12 +990,15 @@ impl ClusterHandle {
         serde_json::json!({"nodes": node_list, "shards": shards})
     }
 
-    /// Stops every group and closes the peer endpoint.
+    /// Stops every group, closes the peer endpoint, and stops the log writer, so that the
+    /// database is closed once the last handle is dropped (before the process exits).
     pub async fn shutdown(&self) {
+        self.inner.peers.close();
         for (_, g) in self.all_groups() {
             let _ = g.raft.shutdown().await;
         }
-        self.inner.peers.close();
+        self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner.opener.writer.stop().await;
     }
 }
 
@@ -709,17 +1062,22 @@ impl PeerService for ClusterHandle {
         let missing =
             |group: GroupId| PeerResp::Refused(format!("node {} holds no group {group}", self.inner.id));
         match req {
-            PeerReq::Append { group, req } => match self.group(group) {
-                Some(g) => PeerResp::Append(g.raft.append_entries(req).await),
-                None => missing(group),
+            PeerReq::Append { group, req } => match self.ensure_group(group).await {
+                Ok(g) => PeerResp::Append(g.raft.append_entries(req).await),
+                Err(e) => PeerResp::Refused(e),
             },
             PeerReq::Vote { group, req } => match self.group(group) {
                 Some(g) => PeerResp::Vote(g.raft.vote(req).await),
                 None => missing(group),
             },
-            PeerReq::Snapshot { group, req } => match self.group(group) {
-                Some(g) => PeerResp::Snapshot(g.raft.install_snapshot(req).await),
-                None => missing(group),
+            PeerReq::Snapshot { group, req } => match self.ensure_group(group).await {
+                Ok(g) => PeerResp::Snapshot(g.raft.install_snapshot(req).await),
+                Err(e) => PeerResp::Refused(e),
+            },
+            PeerReq::Config => PeerResp::Config(self.inner.config.clone()),
+            PeerReq::Reconfigure { group, add, voters } => match self.group(group) {
+                Some(g) => PeerResp::Forward(self.local_reconfigure(&g, add, voters).await),
+                None => PeerResp::Forward(Err(ForwardError::NotLeader(None))),
             },
             PeerReq::Forward { group, cmd } => match self.group(group) {
                 Some(g) => PeerResp::Forward(self.local_write(&g, cmd).await),

@@ -106,8 +106,17 @@ impl ShardState {
         let at = self.stamp(batch.received_at);
         let mut results = Vec::with_capacity(batch.txs.txs.len());
         for tx in &batch.txs.txs {
-            let mut tx = tx.clone();
-            tx.received_at = at;
+            // Replicas decode transactions already stamped; only a stamp that moved (a new
+            // leader's clock behind) or the leader's own undecoded copy needs a stamped clone.
+            let stamped;
+            let tx = if tx.received_at == at {
+                tx
+            } else {
+                let mut copy = tx.clone();
+                copy.received_at = at;
+                stamped = copy;
+                &stamped
+            };
             let account = tx.partner.as_deref().and_then(|p| self.by_id.get(p)).copied();
             let result = match account {
                 Some(i) => {
@@ -115,10 +124,10 @@ impl ShardState {
                     let cell = &mut self.cells[i as usize];
                     cell.apply(0, tx, &self.fx, self.fx_max_age, None, &mut self.statements)
                 }
-                None => match self.unowned.check(&tx) {
+                None => match self.unowned.check(tx) {
                     IdCheck::New => {
                         let outcome = Outcome::Exception(ExceptionReason::UnknownPartner);
-                        self.unowned.record(tx, outcome.clone());
+                        self.unowned.record(tx.clone(), outcome.clone());
                         TxResult { outcome, duplicate: false }
                     }
                     IdCheck::Repeat(outcome) => TxResult { outcome, duplicate: true },

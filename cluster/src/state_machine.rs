@@ -11,6 +11,7 @@ use crate::meta::MetaState;
 use crate::shard::ShardState;
 use crate::types::{Cmd, META_GROUP};
 use crate::types::{Entry, GroupId, LogId, Resp, SnapshotData, StorageError, StoredMembership, TypeConfig};
+use crate::writer::LogWriter;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError,
@@ -54,7 +55,7 @@ impl SmInner {
 #[derive(Clone, Debug)]
 pub struct GroupSm {
     group: GroupId,
-    db: Arc<RaftDb>,
+    writer: LogWriter,
     inner: Arc<Mutex<SmInner>>,
 }
 
@@ -62,7 +63,8 @@ impl GroupSm {
     /// Opens the group's state machine, rebuilding it from the log up to the recorded applied id.
     pub fn open(
         group: GroupId,
-        db: Arc<RaftDb>,
+        db: &RaftDb,
+        writer: LogWriter,
         log: &LogStore,
         fx_max_age: Span,
         hash_seed: u64,
@@ -98,7 +100,7 @@ impl GroupSm {
                 }
             }
         }
-        Ok(GroupSm { group, db, inner: Arc::new(Mutex::new(inner)) })
+        Ok(GroupSm { group, writer, inner: Arc::new(Mutex::new(inner)) })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, SmInner> {
@@ -141,8 +143,9 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             bincode::serialize(&(inner.applied, &inner.membership)).map_err(io_write)?
         };
         ops.push(RaftOp::PutState { group: self.group, what: RaftStateKey::Applied, value: record });
-        // Not synced: the log is, and the state is rebuilt from it up to this applied id.
-        self.db.write(&ops, false).map_err(io_write)?;
+        // Written with the node's next log batch, in order after earlier state writes, without
+        // waiting: the log is durable, and the state is rebuilt from it up to this applied id.
+        self.writer.submit_unsynced(ops);
         Ok(out)
     }
 

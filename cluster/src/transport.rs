@@ -92,6 +92,15 @@ pub enum PeerReq {
         partner: String,
     },
     Status,
+    /// The cluster's configuration (for a node joining with `--join`).
+    Config,
+    /// On the group's leader: add `add` as learners (waiting until they caught up), then make
+    /// `voters` the group's voters.
+    Reconfigure {
+        group: GroupId,
+        add: Vec<(NodeId, String)>,
+        voters: std::collections::BTreeSet<NodeId>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,6 +111,7 @@ pub enum PeerResp {
     Forward(Result<Resp, ForwardError>),
     Balance(Result<Option<Balance>, ForwardError>),
     Status(Box<NodeStatus>),
+    Config(crate::meta::ClusterConfig),
     /// The request could not be served at all (e.g. a group this node does not hold).
     Refused(String),
 }

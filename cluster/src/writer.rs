@@ -16,12 +16,22 @@ pub type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 struct Job {
     ops: Vec<RaftOp>,
     done: Completion,
+    /// Whether the write must be fsync'd before `done` (log appends, votes); state-machine
+    /// records need not be (the log they derive from is, and they are rebuilt from it).
+    sync: bool,
 }
 
 /// A handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct LogWriter {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Msg>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+enum Msg {
+    Job(Job),
+    /// Finish what is queued before, then end the thread (it drops its database handle).
+    Stop,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -34,13 +44,33 @@ impl LogWriter {
     /// Starts the writer thread on `db`.
     pub fn start(db: Arc<RaftDb>) -> std::io::Result<LogWriter> {
         let (jobs, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new().name("settle-raft-log".into()).spawn(move || run(db, rx))?;
-        Ok(LogWriter { jobs })
+        let thread = std::thread::Builder::new().name("settle-raft-log".into()).spawn(move || run(db, rx))?;
+        Ok(LogWriter { jobs, thread: Arc::new(std::sync::Mutex::new(Some(thread))) })
+    }
+
+    /// Stops the thread after what was queued before and waits for it (at shutdown, so that
+    /// the database is closed before the process exits).
+    pub async fn stop(&self) {
+        let _ = self.jobs.send(Msg::Stop);
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Queues `ops`; `done` runs once they are durable.
     pub fn submit(&self, ops: Vec<RaftOp>, done: Completion) {
-        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job { ops, done }) {
+        self.send(Job { ops, done, sync: true });
+    }
+
+    /// Queues `ops` to be written with the next batch, without waiting and without asking for
+    /// a sync of their own (state-machine records: the next synced batch carries them).
+    pub fn submit_unsynced(&self, ops: Vec<RaftOp>) {
+        self.send(Job { ops, done: Box::new(|_| {}), sync: false });
+    }
+
+    fn send(&self, job: Job) {
+        if let Err(mpsc::error::SendError(Msg::Job(job))) = self.jobs.send(Msg::Job(job)) {
             (job.done)(Err("the log writer stopped".into()));
         }
     }
@@ -58,18 +88,27 @@ impl LogWriter {
     }
 }
 
-fn run(db: Arc<RaftDb>, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn run(db: Arc<RaftDb>, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut ops = Vec::new();
     let mut dones = Vec::new();
     let mut failed: Option<String> = None;
-    while let Some(first) = rx.blocking_recv() {
+    let mut stopping = false;
+    while !stopping {
+        let Some(first) = rx.blocking_recv() else { break };
+        let Msg::Job(first) = first else { break };
+        let mut sync = first.sync;
         ops.extend(first.ops);
         dones.push(first.done);
         while dones.len() < MAX_WRITES_PER_SYNC {
             match rx.try_recv() {
-                Ok(job) => {
+                Ok(Msg::Job(job)) => {
+                    sync |= job.sync;
                     ops.extend(job.ops);
                     dones.push(job.done);
+                }
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
                 }
                 Err(_) => break,
             }
@@ -78,7 +117,7 @@ fn run(db: Arc<RaftDb>, mut rx: mpsc::UnboundedReceiver<Job>) {
         // recover from what is on disk.
         let result = match &failed {
             Some(reason) => Err(reason.clone()),
-            None => db.write(&ops, true).map_err(|e| format!("a durable Raft write failed: {e}")),
+            None => db.write(&ops, sync).map_err(|e| format!("a durable Raft write failed: {e}")),
         };
         if let Err(reason) = &result {
             if failed.is_none() {
@@ -89,6 +128,17 @@ fn run(db: Arc<RaftDb>, mut rx: mpsc::UnboundedReceiver<Job>) {
         ops.clear();
         for done in dones.drain(..) {
             done(result.clone());
+        }
+    }
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Job(job) = msg {
+            (job.done)(Err("the log writer stopped".into()));
+        }
+    }
+    if failed.is_none() {
+        if let Err(e) = db.flush() {
+            tracing::warn!("flushing the cluster database at shutdown failed (the WAL has everything): {e}");
         }
     }
 }

@@ -70,4 +70,25 @@ impl Backend for ClusterHandle {
     async fn cluster_status(&self) -> Result<Option<String>, BackendError> {
         Ok(Some(ClusterHandle::cluster_status(self).await.to_string()))
     }
+
+    async fn cluster_command(&self, command_json: &str) -> Result<Option<String>, BackendError> {
+        let command: serde_json::Value = serde_json::from_str(command_json)
+            .map_err(|e| BackendError::Rejected(format!("cluster command: {e}")))?;
+        let id = |v: &serde_json::Value| {
+            v["id"]
+                .as_u64()
+                .ok_or_else(|| BackendError::Rejected("cluster command: \"id\" must be a number".into()))
+        };
+        if let Some(add) = command.get("add_node") {
+            let peer = add["peer"]
+                .as_str()
+                .ok_or_else(|| BackendError::Rejected("add_node: \"peer\" must be HOST:PORT".into()))?;
+            ClusterHandle::add_node(self, id(add)?, peer.to_string()).await?;
+        } else if let Some(remove) = command.get("remove_node") {
+            ClusterHandle::remove_node(self, id(remove)?).await?;
+        } else {
+            return Err(BackendError::Rejected("cluster command: expected add_node or remove_node".into()));
+        }
+        Ok(Some(ClusterHandle::cluster_status(self).await.to_string()))
+    }
 }

@@ -152,7 +152,7 @@ enum ClusterAction {
         #[arg(long)]
         json: bool,
     },
-    /// Add a node (not implemented yet).
+    /// Add a node started with `settle node --id N --join HOST:PORT`; moves replicas to it.
     AddNode {
         #[command(flatten)]
         target: TargetArgs,
@@ -161,7 +161,7 @@ enum ClusterAction {
         #[arg(long)]
         peer: SocketAddr,
     },
-    /// Drain and remove a node (not implemented yet).
+    /// Drain a node (its replicas move to the others) and remove it; returns when it holds none.
     RemoveNode {
         #[command(flatten)]
         target: TargetArgs,
@@ -430,18 +430,28 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
 }
 
 async fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
-    let (target, json) = match action {
-        ClusterAction::Status { target, json } => (target, json),
-        ClusterAction::AddNode { .. } | ClusterAction::RemoveNode { .. } => {
-            anyhow::bail!("add-node and remove-node are not implemented yet")
+    let (target, json, command) = match action {
+        ClusterAction::Status { target, json } => (target, json, None),
+        ClusterAction::AddNode { target, id, peer } => {
+            (target, false, Some(serde_json::json!({"add_node": {"id": id, "peer": peer.to_string()}})))
+        }
+        ClusterAction::RemoveNode { target, id } => {
+            (target, false, Some(serde_json::json!({"remove_node": {"id": id}})))
         }
     };
     let pem =
         std::fs::read(&target.cert).with_context(|| format!("cannot read {}", target.cert.display()))?;
     let key = read_key(&target.api_key_file)?;
-    let client =
-        settle_client::Client::connect(settle_client::ClientConfig::new(target.target, pem, key)).await?;
-    let text = client.cluster_status().await?;
+    let mut config = settle_client::ClientConfig::new(target.target, pem, key);
+    if command.is_some() {
+        // Moving replicas waits for learners to catch up.
+        config.request_timeout = CLUSTER_COMMAND_TIMEOUT;
+    }
+    let client = settle_client::Client::connect(config).await?;
+    let text = match command {
+        Some(c) => client.cluster_command(c.to_string()).await?,
+        None => client.cluster_status().await?,
+    };
     if json {
         return print_line(&text);
     }
@@ -472,6 +482,9 @@ async fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
     }
     print_line(out.trim_end())
 }
+
+/// Time `settle cluster add-node`/`remove-node` waits for the replicas to move.
+const CLUSTER_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Members of the `settle dev` cluster.
 const DEV_NODES: u16 = 3;
@@ -609,9 +622,6 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
     let (Some(id), Some(peer_listen)) = (cluster.id, cluster.peer_listen) else {
         anyhow::bail!("cluster mode needs --id and --peer-listen");
     };
-    if cluster.join.is_some() {
-        anyhow::bail!("--join is not implemented yet; start every initial member with --bootstrap");
-    }
     std::fs::create_dir_all(&opts.data).with_context(|| format!("cannot create {}", opts.data.display()))?;
     let plain_key = match &opts.api_key_file {
         Some(path) => Some(read_key(path)?),
@@ -625,6 +635,7 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
         data_dir: opts.data.clone(),
         peer_listen,
         bootstrap,
+        join: cluster.join.clone(),
         shards: cluster.shards,
         replicas: cluster.replicas,
         fx_max_age: settle_core::Span::from_hours(settle_core::ledger::DEFAULT_FX_MAX_AGE_HOURS),

@@ -34,6 +34,8 @@ pub enum RaftOp {
     PutStatement { group: u32, statement: Box<Statement> },
     /// Removes everything of a group's state machine (before a snapshot is installed).
     ClearGroupState { group: u32 },
+    /// Removes everything of a group: log, vote, state (a replica moved off this node).
+    DropGroup { group: u32 },
 }
 
 /// The database of a clustered node.
@@ -144,6 +146,12 @@ impl RaftDb {
                     codec::encode_statement(&mut scratch, statement);
                     let key = keys::shard_statement(*group, &statement.partner, statement.period.start);
                     batch.put_cf(statements, key, &scratch);
+                }
+                RaftOp::DropGroup { group } => {
+                    let (start, end) = keys::group_range(*group);
+                    for cf in [log, state, accounts, statements] {
+                        batch.delete_range_cf(cf, start, end);
+                    }
                 }
                 RaftOp::ClearGroupState { group } => {
                     let (start, end) = keys::group_range(*group);

@@ -6,7 +6,7 @@
 pub struct Request {
     #[prost(uint32, tag = "1")]
     pub version: u32,
-    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7, 8, 20, 21")]
+    #[prost(oneof = "request::Body", tags = "2, 3, 4, 5, 6, 7, 8, 9, 20, 21")]
     pub body: Option<request::Body>,
 }
 
@@ -27,11 +27,22 @@ pub mod request {
         AddContractVersion(super::AddContractVersion),
         #[prost(message, tag = "8")]
         GetClusterStatus(super::GetClusterStatus),
+        #[prost(message, tag = "9")]
+        ClusterCommand(super::ClusterCommand),
         #[prost(message, tag = "20")]
         ListTransactions(super::ListTransactions),
         #[prost(message, tag = "21")]
         CreateCheckpoint(super::CreateCheckpoint),
     }
+}
+
+/// A membership command for a cluster member (additive in protocol version 1): JSON
+/// `{"add_node":{"id":N,"peer":"HOST:PORT"}}` or `{"remove_node":{"id":N}}`. Answered with the
+/// cluster's status once done.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ClusterCommand {
+    #[prost(string, tag = "1")]
+    pub command_json: String,
 }
 
 /// Asks a cluster member for the cluster's status (additive in protocol version 1; a

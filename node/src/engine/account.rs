@@ -104,7 +104,7 @@ impl ActorState {
                 Work::Tx { seq, slot, tx } => {
                     let result = self.cell.apply(
                         seq,
-                        tx,
+                        &tx,
                         fx,
                         self.fx_max_age,
                         Some(&mut done.log),

@@ -95,7 +95,7 @@ impl Replay {
                             .cells
                             .get_mut(account as usize)
                             .ok_or_else(|| fail("routed to a missing account".into()))?;
-                        cell.apply(seq, tx, &self.fx, fx_max_age, None, &mut self.scratch)
+                        cell.apply(seq, &tx, &self.fx, fx_max_age, None, &mut self.scratch)
                     }
                     Routed::Answered(result) => result,
                 };

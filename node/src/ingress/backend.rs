@@ -69,6 +69,14 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<u64>, BackendError>> + Send {
         async { Err(BackendError::Rejected("this node cannot take a checkpoint".into())) }
     }
+    /// Runs a membership command (JSON, see `wire::ClusterCommand`); `None` when the backend
+    /// is not a cluster member.
+    fn cluster_command(
+        &self,
+        _command_json: &str,
+    ) -> impl Future<Output = Result<Option<String>, BackendError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 impl From<crate::engine::EngineError> for BackendError {

@@ -391,6 +391,11 @@ async fn dispatch<B: Backend>(
                 },
             }
         }
+        request::Body::ClusterCommand(c) => match shared.backend.cluster_command(&c.command_json).await {
+            Ok(Some(json)) => Response::new(response::Body::ClusterStatus(wire::ClusterStatus { json })),
+            Ok(None) => Response::error(ErrorCode::Rejected, "this node is not a cluster member"),
+            Err(e) => backend_error(e),
+        },
         request::Body::GetClusterStatus(_) => match shared.backend.cluster_status().await {
             Ok(Some(json)) => Response::new(response::Body::ClusterStatus(wire::ClusterStatus { json })),
             Ok(None) => Response::error(ErrorCode::Rejected, "this node is not a cluster member"),
