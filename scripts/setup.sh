@@ -20,6 +20,15 @@ if ! have_libclang; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libclang-dev >/dev/null
 fi
 
+# settle-chaos puts each node in its own network namespace (`ip netns`, veth, bridge) when it runs
+# as root; iproute2 provides `ip`. Without it (or without root) the harness runs on 127.0.0.x and
+# skips the partition faults.
+if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  echo "setup: installing iproute2 (network namespaces for settle-chaos)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
+    || echo "setup: could not install iproute2; settle-chaos will run without network namespaces" >&2
+fi
+
 # The cross-language protocol test drives a node with an independent QUIC client (aioquic).
 if command -v python3 >/dev/null 2>&1 && ! python3 -c "import aioquic" >/dev/null 2>&1; then
   echo "setup: installing aioquic (independent QUIC client for the protocol interop test)" >&2

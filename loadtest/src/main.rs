@@ -8,10 +8,9 @@
 
 mod node;
 mod run;
-mod traffic;
-mod verify;
 
 use clap::Parser;
+use settle_loadtest::parse_duration;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,18 +72,6 @@ pub struct Args {
     /// Skip the verification phase.
     #[arg(long)]
     pub no_verify: bool,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) =
-        text.find(|c: char| !c.is_ascii_digit()).map_or((text, "s"), |i| (&text[..i], &text[i..]));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
-    }
 }
 
 fn main() -> ExitCode {

@@ -1,6 +1,7 @@
 //! Starting a fresh node as a separate process for a run without `--target`.
 
 use anyhow::{anyhow, bail, Context};
+use settle_loadtest::settle_binary;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,19 +22,6 @@ pub struct SpawnedNode {
     pub api_key: String,
     /// Removed when the node is dropped, after the process is gone (a cluster owns its own).
     _dir: Option<tempfile::TempDir>,
-}
-
-/// `settle` next to this executable, or `$SETTLE_BIN`.
-pub fn settle_binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("SETTLE_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let me = std::env::current_exe().context("cannot locate this executable")?;
-    let candidate = me.with_file_name("settle");
-    if candidate.exists() {
-        return Ok(candidate);
-    }
-    bail!("no `settle` binary next to {} (set SETTLE_BIN)", me.display())
 }
 
 /// A free UDP port on 127.0.0.1 (for the peer addresses a bootstrap list must name up front).

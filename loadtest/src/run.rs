@@ -3,19 +3,17 @@
 #![allow(clippy::float_arithmetic)] // rates and percentiles of the report only
 
 use crate::node::{SpawnedCluster, SpawnedNode};
-use crate::traffic::{self, Generator, History, Issued};
-use crate::verify;
 use crate::Args;
 use anyhow::{anyhow, Context};
 use settle_client::{Client, ClientConfig, RetryPolicy};
 use settle_core::Instant;
+use settle_loadtest::traffic::{self, Generator, History, Issued};
+use settle_loadtest::{register, verify};
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-/// Requests in flight while registering partners or verifying.
-pub const SETUP_CONCURRENCY: usize = 64;
 /// Open loop: batches allowed in flight before new ones are shed (counted, not sent).
 pub const MAX_OUTSTANDING_BATCHES: usize = 4096;
 /// Attempts for batches whose outcome stayed unknown, in the reconciliation after the run.
@@ -311,11 +309,14 @@ async fn drive(args: &Args, spawned: Option<Target>) -> anyhow::Result<bool> {
         "outcome_mismatches": report.outcome_mismatches,
         "balances_checked": report.balances_checked,
         "balance_mismatches": report.balance_mismatches,
+        "statements_checked": report.statements_checked,
+        "statement_mismatches": report.statement_mismatches,
         "verify_s": report.seconds,
     });
     let ok = report.lost == 0
         && report.duplicated == 0
         && report.balance_mismatches == 0
+        && report.statement_mismatches == 0
         && report.outcome_mismatches == 0
         && unreconciled == 0;
     let mut out = std::io::stdout().lock();
@@ -323,7 +324,7 @@ async fn drive(args: &Args, spawned: Option<Target>) -> anyhow::Result<bool> {
         writeln!(out, "{json}")?;
     } else {
         // The table in reading order; the JSON object carries the same fields.
-        const ORDER: [&str; 31] = [
+        const ORDER: [&str; 33] = [
             "mode",
             "target",
             "partners",
@@ -354,6 +355,8 @@ async fn drive(args: &Args, spawned: Option<Target>) -> anyhow::Result<bool> {
             "outcome_mismatches",
             "balances_checked",
             "balance_mismatches",
+            "statements_checked",
+            "statement_mismatches",
             "verify_s",
         ];
         writeln!(out, "{:<22} value", "metric")?;
@@ -367,29 +370,6 @@ async fn drive(args: &Args, spawned: Option<Target>) -> anyhow::Result<bool> {
     }
     out.flush()?;
     Ok(ok)
-}
-
-async fn register(clients: &[Arc<Client>], partners: &[traffic::PartnerDef]) -> anyhow::Result<()> {
-    let sem = Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
-    let mut set = JoinSet::new();
-    for (i, p) in partners.iter().enumerate() {
-        let client = clients[i % clients.len()].clone();
-        let json = p.json.clone();
-        let id = p.id.clone();
-        let permit = sem.clone().acquire_owned().await?;
-        set.spawn(async move {
-            let r = client.register_partner(json).await.with_context(|| format!("cannot register {id}"));
-            drop(permit);
-            r
-        });
-        while let Some(done) = set.try_join_next() {
-            done??;
-        }
-    }
-    while let Some(done) = set.join_next().await {
-        done??;
-    }
-    Ok(())
 }
 
 async fn progress(shared: Arc<Shared>, started: std::time::Instant, total: Duration) {

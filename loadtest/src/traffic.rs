@@ -357,6 +357,10 @@ impl History {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &(wire::Transaction, wire::TxResult)> {
         self.batches.iter().flatten()
     }

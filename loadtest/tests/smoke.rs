@@ -34,7 +34,14 @@ fn check(report: &serde_json::Value) {
     }
     assert!(report["acked"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["verified"], report["acked"], "{report}");
-    for key in ["lost", "duplicated", "balance_mismatches", "outcome_mismatches", "exceptions"] {
+    for key in [
+        "lost",
+        "duplicated",
+        "balance_mismatches",
+        "outcome_mismatches",
+        "statement_mismatches",
+        "exceptions",
+    ] {
         assert_eq!(report[key], 0, "{key}: {report}");
     }
     assert_eq!(report["balances_checked"], 200);
