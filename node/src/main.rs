@@ -208,8 +208,27 @@ const EXIT_MALFORMED: u8 = 2;
 /// shown and reused; production keys exist only as hashes).
 const DEV_API_KEY_FILE: &str = "dev-api-key";
 
+/// Log filter when `RUST_LOG` is not set: Settle's warnings and errors; nothing of openraft, which
+/// reports every timed-out RPC to a peer that is starting or down as an error (set
+/// `RUST_LOG=warn,openraft=warn` to see them when diagnosing a cluster).
+const DEFAULT_LOG_FILTER: &str = "warn,openraft=off";
+
+/// Diagnostics go to standard error (standard output carries the ready line and JSON results);
+/// `RUST_LOG` sets the filter (e.g. `RUST_LOG=settle_cluster=debug,openraft=info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     match cli.command {
         Command::Replay { scenario } => replay(&scenario),
         Command::Node { data, listen, cert, key, api_key_file, client_ca, max_in_flight, cluster } => {
