@@ -26,13 +26,18 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// Heartbeat interval of every group, in milliseconds.
-pub const HEARTBEAT_MS: u64 = 100;
+/// Heartbeat interval of every group, in milliseconds. openraft 0.9 also uses it as the time limit
+/// of every AppendEntries call (`replication/mod.rs`): at 100 ms, a catch-up append of many large
+/// entries on a loaded machine timed out every time and the follower never caught up (chaos:
+/// rolling restart, pause). 250 ms with smaller appends (`MAX_APPEND_ENTRIES`) leaves room.
+pub const HEARTBEAT_MS: u64 = 250;
+/// Most log entries in one AppendEntries call (each may carry up to `MAX_ENTRY_TXS` transactions).
+pub const MAX_APPEND_ENTRIES: u64 = 32;
 /// Election timeout range of a group's preferred leader (it campaigns first).
-pub const PREFERRED_ELECTION_MS: (u64, u64) = (300, 500);
+pub const PREFERRED_ELECTION_MS: (u64, u64) = (600, 900);
 /// Election timeout range of the other replicas (leaves the preferred leader time to win, and
 /// still elects within about a second when it is gone).
-pub const OTHER_ELECTION_MS: (u64, u64) = (700, 1100);
+pub const OTHER_ELECTION_MS: (u64, u64) = (1000, 1500);
 /// How long a client operation keeps looking for a shard leader before it gives up.
 pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Time a forwarded request may take on the leader.
@@ -162,7 +167,7 @@ fn raft_config(preferred: bool) -> Result<Arc<Config>, ClusterError> {
         election_timeout_max: max,
         // The log is kept whole for now (the state machine is rebuilt from it on start).
         snapshot_policy: SnapshotPolicy::Never,
-        max_payload_entries: 512,
+        max_payload_entries: MAX_APPEND_ENTRIES,
         ..Default::default()
     };
     Ok(Arc::new(config.validate().map_err(|e| ClusterError::Startup(e.to_string()))?))
