@@ -8,7 +8,7 @@
 use crate::codec::{self, AccountSummary};
 use crate::keys::{self, RaftStateKey, RAFT_CFS};
 use crate::StorageError;
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
+use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, DB};
 use settle_core::Statement;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,14 +62,7 @@ fn corrupt(cf: &'static str, key: &[u8], detail: &str) -> StorageError {
 impl RaftDb {
     /// Opens (or creates) the cluster database in `dir`.
     pub fn open(dir: &Path) -> Result<RaftDb, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_write_buffer_size(64 << 20);
-        opts.increase_parallelism(2);
-        let cfs = RAFT_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let db = crate::store::open_rocksdb(dir, &RAFT_CFS)?;
         let store = RaftDb { db, fail_writes: AtomicBool::new(false) };
         let meta = store.cf(keys::CF_RAFT_META)?;
         match store.db.get_cf(meta, META_FORMAT)? {

@@ -38,19 +38,25 @@ pub(crate) fn corrupt(cf: &'static str, key: &[u8], source: codec::CodecError) -
     StorageError::Corrupt { cf, key: hex(key), source }
 }
 
+/// Opens (or creates) a RocksDB in `dir` with the given column families and the options both of
+/// Settle's databases use (the standalone store and the cluster's `RaftDb`).
+pub(crate) fn open_rocksdb(dir: &Path, cfs: &[&str]) -> Result<DB, StorageError> {
+    // RocksDB creates only the last level of a missing path.
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Group commit makes few, large writes; a bigger write buffer keeps flushes rare.
+    opts.set_write_buffer_size(64 << 20);
+    opts.increase_parallelism(2);
+    let cfs = cfs.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    Ok(DB::open_cf_descriptors(&opts, dir, cfs)?)
+}
+
 impl Store {
     /// Opens (or creates) the database in `dir`. Refuses a database of another format version.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
-        // RocksDB creates only the last level of a missing path.
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io(format!("{}: {e}", dir.display())))?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        // Group commit makes few, large writes; a bigger write buffer keeps flushes rare.
-        opts.set_write_buffer_size(64 << 20);
-        opts.increase_parallelism(2);
-        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let db = open_rocksdb(dir, &ALL_CFS)?;
         let store = Store { db, fail_commits: AtomicBool::new(false) };
         store.check_format()?;
         Ok(store)
