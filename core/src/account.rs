@@ -12,7 +12,7 @@ use crate::fx::{FxError, FxTable};
 use crate::split::{largest_remainder, Parts, MAX_PARTIES};
 use crate::statement::{FeeBreakdown, Statement};
 use crate::time::{Instant, Span};
-use crate::tx::{AmountField, Applied, ExceptionReason, Outcome, TxInput, TxKind};
+use crate::tx::{text_field, AmountField, Applied, ExceptionReason, Outcome, TxInput, TxKind};
 use std::collections::HashMap;
 
 /// How far `occurred_at` may lie after `received_at` before it is `future_timestamp`.
@@ -506,9 +506,14 @@ impl PartnerAccount {
             self.recent = own;
             return Some((own, false));
         }
-        // The oldest period still open at `received_at`.
-        let by_time = self.cycle.period_containing(received_at.saturating_sub(self.cycle.grace))?;
-        let target = [by_time, self.next_to_close, self.first_period].into_iter().max_by_key(|p| p.start)?;
+        // The oldest period still open at `received_at`. With a grace so long that
+        // `received_at - grace` lies before any representable period, nothing has closed by
+        // time, and the oldest period not yet closed (at least the first) is the answer.
+        let by_time = self.cycle.period_containing(received_at.saturating_sub(self.cycle.grace));
+        let target = [by_time, Some(self.next_to_close), Some(self.first_period)]
+            .into_iter()
+            .flatten()
+            .max_by_key(|p| p.start)?;
         Some((target, true))
     }
 
@@ -529,7 +534,8 @@ impl PartnerAccount {
         fx_max_age: Span,
     ) -> Result<Applied, ExceptionReason> {
         use ExceptionReason as E;
-        let currency = tx.currency.as_deref().and_then(Currency::from_code).ok_or(E::UnknownCurrency)?;
+        let currency =
+            text_field(tx.currency.as_deref()).and_then(Currency::from_code).ok_or(E::UnknownCurrency)?;
         let dec = match tx.amount {
             AmountField::Decimal(d) => d,
             AmountField::Missing | AmountField::Malformed(_) => return Err(E::InvalidAmount),
@@ -546,7 +552,9 @@ impl PartnerAccount {
         if tx.occurred_at > horizon {
             return Err(E::FutureTimestamp);
         }
-        if tx.kind == TxKind::Adjustment && tx.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        if tx.kind == TxKind::Adjustment
+            && text_field(tx.reason.as_deref()).is_none_or(|r| r.trim().is_empty())
+        {
             return Err(E::InvalidAdjustment);
         }
         let mut effect = Effect::new();
@@ -575,7 +583,7 @@ impl PartnerAccount {
                 });
             }
             TxKind::Refund | TxKind::Chargeback => {
-                let original = tx.original.as_deref().ok_or(E::UnknownOriginal)?;
+                let original = text_field(tx.original.as_deref()).ok_or(E::UnknownOriginal)?;
                 let sale = *self.sales.get(original).ok_or(E::UnknownOriginal)?;
                 if currency != sale.currency {
                     return Err(E::InvalidCurrency);

@@ -105,7 +105,10 @@ impl Dec {
         if !int.iter().chain(frac).all(u8::is_ascii_digit) {
             return None;
         }
-        // Leading zeros do not count towards the digit limit.
+        // Decimals count by value: trailing zeros of the fraction change nothing ("1.500" is
+        // 1.5), so they are dropped before the digit limit is applied.
+        let frac = &frac[..frac.iter().rposition(|&b| b != b'0').map_or(0, |i| i + 1)];
+        // Leading zeros do not count towards the digit limit either.
         let significant = int.iter().skip_while(|&&b| b == b'0').count() + frac.len();
         if significant > MAX_DIGITS {
             return None;
@@ -229,6 +232,10 @@ mod tests {
             ("1.2.3", false, None),
             ("0", false, Some((0, 0))),
             ("007.10", false, Some((71, 1))),
+            // Trailing zeros of the fraction do not count towards the 30-digit limit.
+            ("1.0000000000000000000000000000000000000000", false, Some((1, 0))),
+            ("0.000000000000000000000000000000000000", false, Some((0, 0))),
+            ("000000000000000000000000000000000000001.5", false, Some((15, 1))),
         ];
         for &(text, signed, expected) in cases {
             let got = Dec::parse(text, signed).map(|d| (d.mantissa, d.scale));

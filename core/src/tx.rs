@@ -10,6 +10,17 @@ use std::fmt;
 /// Longest idempotency key, in bytes.
 pub const MAX_TX_ID_BYTES: usize = 64;
 
+/// Starts the kept text of a text field (`partner`, `currency`, `original`, `reason`) that was
+/// given as another JSON type (`"partner": 5`). The field is kept, as `NON_STRING_MARK` and the
+/// value's JSON text, so that a repeat still compares by content, while [`text_field`] makes sure
+/// it never names anything: `"partner": 5` is not the partner `"5"`, and a number is no reason.
+pub const NON_STRING_MARK: char = '\u{0}';
+
+/// The field as text, if it was given as a JSON string (see [`NON_STRING_MARK`]).
+pub fn text_field(field: Option<&str>) -> Option<&str> {
+    field.filter(|text| !text.starts_with(NON_STRING_MARK))
+}
+
 /// A client's idempotency key: 1..=64 bytes of UTF-8.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TxId(String);
