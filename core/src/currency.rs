@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The largest minor-unit exponent of the list (CLF and UYW: 4).
+pub const MAX_EXPONENT: u8 = 4;
+
 /// A currency with its ISO 4217 code and minor-unit exponent.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Currency {
@@ -79,6 +82,7 @@ mod tests {
     #[test]
     fn table_is_sorted_for_binary_search() {
         assert!(ISO_4217.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(ISO_4217.iter().map(|&(_, e)| e).max(), Some(MAX_EXPONENT));
     }
 
     #[test]

@@ -668,3 +668,66 @@ fn a_grace_longer_than_representable_time_still_places_late_transactions() {
         other => panic!("expected the sale to be applied, got {other:?}"),
     }
 }
+
+#[test]
+fn huge_amounts_are_typed_outcomes_and_a_full_reversal_still_ends_at_zero() {
+    // A 30-digit USD amount at 9999 JPY per USD is 9.999 * 10^33 yen, within MAX_FIGURE (10^34);
+    // a second one would take the period's gross sales beyond it: invalid_amount, nothing changes.
+    let big = "9".repeat(30);
+    let a_s = 9999 * (10i128.pow(30) - 1); // minor units of JPY
+    let contract = json!([{
+        "effective_from": "2026-01-01T00:00:00Z",
+        "shares": [{"party": "partner", "percent": "66.6667"}, {"party": "platform", "percent": "33.3333"}],
+        "fees": [{"kind": "percent", "bps": "250"}]
+    }]);
+    let mut p = partner("big", contract);
+    p["settlement_currency"] = json!("JPY");
+    let rates = json!([{"base": "USD", "quote": "JPY", "rate": "9999", "at": "2026-03-01T00:00:00Z"}]);
+    let mut run = Run::new(ledger(vec![p], rates, "P30D"));
+    let usd = |id: &str, kind: &str, original: Option<&str>| {
+        json!({"id": id, "partner": "big", "kind": kind, "amount": big, "currency": "USD", "original": original,
+               "occurred_at": "2026-03-10T08:00:00Z", "received_at": "2026-03-10T08:00:00Z"})
+    };
+    run.ok(usd("s1", "sale", None));
+    let after_sale = run.payable("big");
+    // By hand (A_S = 9998999999999999999999999999990001): the partner's 66.6667% is
+    // 6666003332999999999999999999993333.996667, the platform's 33.3333% ...6667.003333; the
+    // leftover unit goes to the partner (larger fraction): ...93334. 2.5% is
+    // 249974999999999999999999999999750.025 -> ...750. Payable: the difference.
+    assert_eq!(a_s, 9_998_999_999_999_999_999_999_999_999_990_001);
+    assert_eq!(after_sale, Minor(6_416_028_332_999_999_999_999_999_999_993_584));
+    let second = run.apply(usd("s2", "sale", None));
+    assert_eq!(second.outcome.exception(), Some(R::InvalidAmount));
+    assert_eq!(run.payable("big"), after_sale, "an exception changes nothing");
+    // The full reversal needs A_S * c / a with a 10^64 product: exact, back to zero.
+    run.ok(usd("r1", "refund", Some("s1")));
+    assert_eq!(run.payable("big"), Minor(0));
+    // A 31-digit amount is not an amount at all.
+    let too_long = with(usd("s3", "sale", None), json!({"amount": "9".repeat(31)}));
+    assert_eq!(run.apply(too_long).outcome.exception(), Some(R::InvalidAmount));
+}
+
+#[test]
+fn a_tiered_schedule_that_cannot_be_computed_exactly_is_refused() {
+    let contract = json!([{
+        "effective_from": "2026-01-01T00:00:00Z",
+        "shares": [{"party": "partner", "percent": "100"}],
+        "period_fees": [{"kind": "tiered", "tiers": [
+            {"up_to": "0.000000000000000000000000000001", "bps": "1"},
+            {"up_to": null, "bps": "99999999999999999999999999999"}]}]
+    }]);
+    let scenario = json!({"partners": [partner("t", contract)], "transactions": [],
+                          "close_until": "2026-03-02T00:00:00Z"});
+    let error = settle_core::scenario::parse(&scenario.to_string()).unwrap_err().to_string();
+    assert!(error.starts_with("partners[0].contracts[0].period_fees[0].tiers"), "{error}");
+    // An ordinary precise schedule is fine.
+    let contract = json!([{
+        "effective_from": "2026-01-01T00:00:00Z",
+        "shares": [{"party": "partner", "percent": "100"}],
+        "period_fees": [{"kind": "tiered", "tiers": [
+            {"up_to": "1000.005", "bps": "12.5"}, {"up_to": null, "bps": "7.25"}]}]
+    }]);
+    let scenario = json!({"partners": [partner("t", contract)], "transactions": [],
+                          "close_until": "2026-03-02T00:00:00Z"});
+    assert!(settle_core::scenario::parse(&scenario.to_string()).is_ok());
+}
