@@ -13,7 +13,7 @@ use crate::decimal::{Dec, Minor};
 use crate::fx::FxRate;
 use crate::ledger::DEFAULT_FX_MAX_AGE_HOURS;
 use crate::time::{Instant, Span};
-use crate::tx::{AmountField, TxId, TxInput, TxKind, MAX_TX_ID_BYTES, NON_STRING_MARK};
+use crate::tx::{keep_string, AmountField, TxId, TxInput, TxKind, MAX_TX_ID_BYTES, NON_STRING_MARK};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use thiserror::Error;
@@ -410,7 +410,7 @@ pub fn parse_transaction(value: &Value, path: &str, received_at: Option<Instant>
     // names no partner, currency or sale and explains no adjustment (see `NON_STRING_MARK`).
     let text_of = |key: &str| match obj.get(key) {
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(keep_string(s)),
         Some(other) => Some(format!("{NON_STRING_MARK}{}", canonical_json(other))),
     };
     let amount = match obj.get("amount") {

@@ -616,6 +616,13 @@ fn non_string_text_fields_name_nothing() {
         assert_eq!(result.outcome.exception(), Some(reason), "{row}");
         assert_eq!(run.payable("5"), payable, "{row}: nothing changes");
     }
+    // A string that starts with the mark used for non-strings (NUL) still names what it names.
+    let mut odd = Run::new(ledger(vec![partner("\u{0}p", simple_contract())], json!([]), "PT24H"));
+    odd.ok(sale("\u{0}s", "\u{0}p", "10.00", "2026-03-10T08:00:00Z"));
+    let refund = json!({"id": "\u{0}r", "partner": "\u{0}p", "kind": "refund", "amount": "10.00", "currency": "EUR",
+                        "original": "\u{0}s", "occurred_at": "2026-03-10T09:00:00Z", "received_at": "2026-03-10T09:00:00Z"});
+    odd.ok(refund);
+    assert_eq!(odd.payable("\u{0}p"), Minor(-30), "only the fixed fee stays");
     // The string forms do name them.
     run.ok(with(base.clone(), json!({"id": "s1", "kind": "refund", "original": "7"})));
     run.ok(with(base.clone(), json!({"id": "s2", "kind": "adjustment", "reason": "5"})));
