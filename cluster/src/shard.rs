@@ -117,7 +117,8 @@ impl ShardState {
                 stamped = copy;
                 &stamped
             };
-            let account = tx.partner.as_deref().and_then(|p| self.by_id.get(p)).copied();
+            let account =
+                settle_core::tx::text_field(tx.partner.as_deref()).and_then(|p| self.by_id.get(p)).copied();
             let result = match account {
                 Some(i) => {
                     self.touched.push(i);

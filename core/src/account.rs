@@ -7,12 +7,12 @@
 use crate::contract::{Contract, ContractError, ContractVersion, PARTNER_PARTY, PLATFORM_PARTY};
 use crate::currency::Currency;
 use crate::cycle::{Cycle, Period};
-use crate::decimal::{mul_div_half_even, Minor};
+use crate::decimal::{mul_div_half_even, Minor, MAX_FIGURE};
 use crate::fx::{FxError, FxTable};
 use crate::split::{largest_remainder, Parts, MAX_PARTIES};
 use crate::statement::{FeeBreakdown, Statement};
 use crate::time::{Instant, Span};
-use crate::tx::{AmountField, Applied, ExceptionReason, Outcome, TxInput, TxKind};
+use crate::tx::{text_field, AmountField, Applied, ExceptionReason, Outcome, TxInput, TxKind};
 use std::collections::HashMap;
 
 /// How far `occurred_at` may lie after `received_at` before it is `future_timestamp`.
@@ -391,8 +391,8 @@ impl PartnerAccount {
         let stats = self.open.remove(period.start).unwrap_or_default();
         let (statement, period_fees) = self.statement_for(period, &stats);
         let payable = PARTY_BASE + PARTNER;
-        self.ledgers[payable] += period_fees;
-        self.ledgers[FEES] -= period_fees;
+        self.ledgers[payable] = self.ledgers[payable].saturating_add(period_fees);
+        self.ledgers[FEES] = self.ledgers[FEES].saturating_sub(period_fees);
         assert!(statement.identities_hold(), "statement identities broken for {}", self.id);
         assert_eq!(self.ledger_sum(), 0);
         self.last_closing = statement.closing;
@@ -409,15 +409,21 @@ impl PartnerAccount {
     fn statement_for(&self, period: Period, stats: &PeriodStats) -> (Statement, i128) {
         let version_index = self.contract.index_in_force(period.start);
         let version = &self.contract.versions()[version_index];
-        let net_volume = (stats.gross_sales - stats.refunds - stats.chargebacks).max(0);
-        // Period fees are bounded by the volume and the contract's amounts; an overflow here
-        // would need amounts beyond 10^30 minor units, which input parsing refuses.
-        let tiered = version.tiered_fee(Minor(net_volume), self.currency).map_or(0, |m| m.0);
-        let so_far = stats.fees[FEE_PERCENT] + stats.fees[FEE_FIXED] + stats.fees[FEE_CHARGEBACK] + tiered;
-        let minimum = version.minimum_fee().map_or(0, |m| (m.0 - so_far.max(0)).max(0));
+        // Every figure is within MAX_FIGURE (`commit` refuses what would leave it), and the
+        // contract's tiered fee at that volume within MAX_PERIOD_FEE (checked at registration),
+        // so these few sums cannot overflow; saturating arithmetic only keeps that a promise
+        // that cannot panic.
+        let net_volume =
+            stats.gross_sales.saturating_sub(stats.refunds).saturating_sub(stats.chargebacks).max(0);
+        let tiered = version.tiered_fee(Minor(net_volume.min(MAX_FIGURE)), self.currency).map_or(0, |m| m.0);
+        let so_far = stats.fees[FEE_PERCENT]
+            .saturating_add(stats.fees[FEE_FIXED])
+            .saturating_add(stats.fees[FEE_CHARGEBACK])
+            .saturating_add(tiered);
+        let minimum = version.minimum_fee().map_or(0, |m| m.0.saturating_sub(so_far.max(0)).max(0));
         let mut fee_figures = stats.fees;
-        fee_figures[FEE_TIERED] += tiered;
-        fee_figures[FEE_MINIMUM] += minimum;
+        fee_figures[FEE_TIERED] = fee_figures[FEE_TIERED].saturating_add(tiered);
+        fee_figures[FEE_MINIMUM] = fee_figures[FEE_MINIMUM].saturating_add(minimum);
 
         let share_of = |party: usize| Minor(stats.shares.get(party).copied().unwrap_or(0));
         let plan = &self.split_plans[version_index];
@@ -435,9 +441,14 @@ impl PartnerAccount {
             tiered: Minor(fee_figures[FEE_TIERED]),
             minimum: Minor(fee_figures[FEE_MINIMUM]),
         };
-        let fee_total: i128 = fee_figures.iter().sum();
-        let closing =
-            self.last_closing.0 + share_of(PARTNER).0 - fee_total + stats.adjustments - stats.payouts;
+        let fee_total = fee_figures.iter().fold(0i128, |a, &f| a.saturating_add(f));
+        let closing = self
+            .last_closing
+            .0
+            .saturating_add(share_of(PARTNER).0)
+            .saturating_sub(fee_total)
+            .saturating_add(stats.adjustments)
+            .saturating_sub(stats.payouts);
         let statement = Statement {
             partner: self.id.clone(),
             period,
@@ -454,7 +465,7 @@ impl PartnerAccount {
             transaction_count: stats.transaction_count,
             late_count: stats.late_count,
         };
-        (statement, tiered + minimum)
+        (statement, tiered.saturating_add(minimum))
     }
 
     /// Makes room for `additional` more sales without growing the sale table.
@@ -506,9 +517,14 @@ impl PartnerAccount {
             self.recent = own;
             return Some((own, false));
         }
-        // The oldest period still open at `received_at`.
-        let by_time = self.cycle.period_containing(received_at.saturating_sub(self.cycle.grace))?;
-        let target = [by_time, self.next_to_close, self.first_period].into_iter().max_by_key(|p| p.start)?;
+        // The oldest period still open at `received_at`. With a grace so long that
+        // `received_at - grace` lies before any representable period, nothing has closed by
+        // time, and the oldest period not yet closed (at least the first) is the answer.
+        let by_time = self.cycle.period_containing(received_at.saturating_sub(self.cycle.grace));
+        let target = [by_time, Some(self.next_to_close), Some(self.first_period)]
+            .into_iter()
+            .flatten()
+            .max_by_key(|p| p.start)?;
         Some((target, true))
     }
 
@@ -529,7 +545,8 @@ impl PartnerAccount {
         fx_max_age: Span,
     ) -> Result<Applied, ExceptionReason> {
         use ExceptionReason as E;
-        let currency = tx.currency.as_deref().and_then(Currency::from_code).ok_or(E::UnknownCurrency)?;
+        let currency =
+            text_field(tx.currency.as_deref()).and_then(Currency::from_code).ok_or(E::UnknownCurrency)?;
         let dec = match tx.amount {
             AmountField::Decimal(d) => d,
             AmountField::Missing | AmountField::Malformed(_) => return Err(E::InvalidAmount),
@@ -546,7 +563,9 @@ impl PartnerAccount {
         if tx.occurred_at > horizon {
             return Err(E::FutureTimestamp);
         }
-        if tx.kind == TxKind::Adjustment && tx.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        if tx.kind == TxKind::Adjustment
+            && text_field(tx.reason.as_deref()).is_none_or(|r| r.trim().is_empty())
+        {
             return Err(E::InvalidAdjustment);
         }
         let mut effect = Effect::new();
@@ -575,7 +594,7 @@ impl PartnerAccount {
                 });
             }
             TxKind::Refund | TxKind::Chargeback => {
-                let original = tx.original.as_deref().ok_or(E::UnknownOriginal)?;
+                let original = text_field(tx.original.as_deref()).ok_or(E::UnknownOriginal)?;
                 let sale = *self.sales.get(original).ok_or(E::UnknownOriginal)?;
                 if currency != sale.currency {
                     return Err(E::InvalidCurrency);
@@ -710,15 +729,19 @@ impl PartnerAccount {
             touched[i].1 = touched[i].1.checked_add(delta)?;
             Some(())
         };
+        let within = |value: i128| (-MAX_FIGURE..=MAX_FIGURE).contains(&value);
         for p in &effect.postings[..effect.posting_count] {
             bump(p.debit, p.amount, &self.ledgers).ok_or(E::InvalidAmount)?;
             bump(p.credit, p.amount.checked_neg().ok_or(E::InvalidAmount)?, &self.ledgers)
                 .ok_or(E::InvalidAmount)?;
         }
+        if !touched[..touched_count].iter().all(|&(_, value)| within(value)) {
+            return Err(E::InvalidAmount);
+        }
         // New period figures.
         let current = self.open.get(period.start);
         let base = |f: fn(&PeriodStats) -> i128| current.map_or(0, f);
-        let add = |a: i128, b: i128| a.checked_add(b).ok_or(E::InvalidAmount);
+        let add = |a: i128, b: i128| a.checked_add(b).filter(|&v| within(v)).ok_or(E::InvalidAmount);
         let gross_sales = add(base(|s| s.gross_sales), effect.gross_sales)?;
         let refunds = add(base(|s| s.refunds), effect.refunds)?;
         let chargebacks = add(base(|s| s.chargebacks), effect.chargebacks)?;

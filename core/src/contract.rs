@@ -1,8 +1,10 @@
 //! Contracts: versions with shares, sale fees, the chargeback fee and period fees, and the choice
 //! of the version in force at an instant.
 
-use crate::currency::Currency;
-use crate::decimal::{mul_div_half_even, pow10, round_parts_half_even, Dec, Minor};
+use crate::currency::{Currency, MAX_EXPONENT};
+use crate::decimal::{
+    mul_div_half_even, pow10, round_parts_half_even, Dec, Minor, MAX_FIGURE, MAX_PERIOD_FEE,
+};
 use crate::split::{largest_remainder, Parts, MAX_PARTIES};
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
@@ -149,6 +151,21 @@ impl ContractVersion {
                 PeriodFee::Tiered { tiers } => validate_tiers(tiers, i)?,
             }
         }
+        // The tiered fee grows with the volume, and so does every intermediate value of its
+        // exact computation: if it computes within bounds at the largest volume a period can
+        // have, it does at every volume, and a close can never fail.
+        for (i, fee) in period_fees.iter().enumerate() {
+            if let PeriodFee::Tiered { tiers } = fee {
+                let fits = (0..=MAX_EXPONENT)
+                    .all(|e| tiered(tiers, Minor(MAX_FIGURE), e).is_some_and(|f| f <= MAX_PERIOD_FEE));
+                if !fits {
+                    return Err(invalid(
+                        format!("period_fees[{i}].tiers"),
+                        "bounds or bps too large or too precise to compute the fee exactly",
+                    ));
+                }
+            }
+        }
         Ok(ContractVersion {
             effective_from,
             shares,
@@ -199,7 +216,7 @@ impl ContractVersion {
         let mut total: i128 = 0;
         for fee in &self.period_fees {
             if let PeriodFee::Tiered { tiers } = fee {
-                total = total.checked_add(tiered(tiers, basis, currency)?)?;
+                total = total.checked_add(tiered(tiers, basis, currency.exponent())?)?;
             }
         }
         Some(Minor(total))
@@ -252,8 +269,8 @@ fn compare(a: Dec, b: Dec) -> Option<std::cmp::Ordering> {
 }
 
 /// `round(sum over tiers of portion * bps / 10000)`, exactly, on a common denominator.
-fn tiered(tiers: &[Tier], basis: Minor, currency: Currency) -> Option<i128> {
-    let exponent = u32::from(currency.exponent());
+fn tiered(tiers: &[Tier], basis: Minor, exponent: u8) -> Option<i128> {
+    let exponent = u32::from(exponent);
     // Work in units of 10^-(exponent + extra) so every bound is an integer.
     let bound_scale = tiers.iter().filter_map(|t| t.up_to.map(|u| u.scale)).max().unwrap_or(0);
     let extra = bound_scale.saturating_sub(exponent);

@@ -1,10 +1,14 @@
-//! ISO 4217 currencies with a minor unit, as the list stood on 2026-01-01.
+//! ISO 4217 currencies with a minor unit, as the list stood on 2026-01-01 (funds codes included,
+//! such as BOV, CLF and XAD, the Arab Accounting Dinar added by amendment 179 in 2025).
 //!
 //! Codes without a minor unit (precious metals, XDR, XSU, XUA, test and "no currency" codes) and
 //! withdrawn codes (for example HRK, BGN, ANG, ZWL, SLL, CUC, VEF, MRO, STD) are unknown here.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// The largest minor-unit exponent of the list (CLF and UYW: 4).
+pub const MAX_EXPONENT: u8 = 4;
 
 /// A currency with its ISO 4217 code and minor-unit exponent.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -67,7 +71,7 @@ const ISO_4217: &[(&str, u8)] = &[
     ("SSP", 2), ("STN", 2), ("SVC", 2), ("SYP", 2), ("SZL", 2), ("THB", 2), ("TJS", 2), ("TMT", 2),
     ("TND", 3), ("TOP", 2), ("TRY", 2), ("TTD", 2), ("TWD", 2), ("TZS", 2), ("UAH", 2), ("UGX", 0),
     ("USD", 2), ("USN", 2), ("UYI", 0), ("UYU", 2), ("UYW", 4), ("UZS", 2), ("VED", 2), ("VES", 2),
-    ("VND", 0), ("VUV", 0), ("WST", 2), ("XAF", 0), ("XCD", 2), ("XCG", 2), ("XOF", 0), ("XPF", 0),
+    ("VND", 0), ("VUV", 0), ("WST", 2), ("XAD", 2), ("XAF", 0), ("XCD", 2), ("XCG", 2), ("XOF", 0), ("XPF", 0),
     ("YER", 2), ("ZAR", 2), ("ZMW", 2), ("ZWG", 2),
 ];
 
@@ -78,6 +82,7 @@ mod tests {
     #[test]
     fn table_is_sorted_for_binary_search() {
         assert!(ISO_4217.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(ISO_4217.iter().map(|&(_, e)| e).max(), Some(MAX_EXPONENT));
     }
 
     #[test]
@@ -92,6 +97,11 @@ mod tests {
             ("BHD", Some(3)),
             ("KWD", Some(3)),
             ("CLF", Some(4)),
+            ("XAD", Some(2)),
+            ("XCG", Some(2)),
+            ("ZWG", Some(2)),
+            ("BGN", None),
+            ("ANG", None),
             ("usd", None),
             ("XAU", None),
             ("XDR", None),

@@ -11,6 +11,18 @@ use std::fmt;
 /// the settlement formulas inside `i128` for realistic inputs; anything larger is refused.
 pub const MAX_DIGITS: usize = 30;
 
+/// Largest magnitude, in minor units, of any balance an account keeps and of any figure of a
+/// period (gross sales, a party's share, a fee total, ...). A transaction that would take one
+/// beyond it is `invalid_amount`. It leaves room (i128 reaches 1.7 * 10^38) for the few sums a
+/// statement adds up and for the period fees posted at close, so that closing a period, which
+/// cannot be refused, never overflows.
+pub const MAX_FIGURE: i128 = 10i128.pow(34);
+
+/// Largest tiered fee of one period, in minor units. A contract whose tiered schedules could
+/// charge more, or could not be computed exactly in 128 bits, for a period volume of
+/// [`MAX_FIGURE`] is refused when it is registered.
+pub const MAX_PERIOD_FEE: i128 = 10i128.pow(36);
+
 /// An amount in minor units of some currency (cents for EUR, yen for JPY, fils for BHD).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Minor(pub i128);
@@ -105,7 +117,10 @@ impl Dec {
         if !int.iter().chain(frac).all(u8::is_ascii_digit) {
             return None;
         }
-        // Leading zeros do not count towards the digit limit.
+        // Decimals count by value: trailing zeros of the fraction change nothing ("1.500" is
+        // 1.5), so they are dropped before the digit limit is applied.
+        let frac = &frac[..frac.iter().rposition(|&b| b != b'0').map_or(0, |i| i + 1)];
+        // Leading zeros do not count towards the digit limit either.
         let significant = int.iter().skip_while(|&&b| b == b'0').count() + frac.len();
         if significant > MAX_DIGITS {
             return None;
@@ -201,9 +216,83 @@ pub fn round_div_half_even(num: i128, den: i128) -> Option<i128> {
     half_even!(num.div_euclid(den), num.rem_euclid(den), den)
 }
 
-/// `a * b / den` rounded half to even, exactly.
+/// `a * b / den` rounded half to even, exactly. `den` must be positive. The product may exceed
+/// 128 bits (a full reversal computes `A_S * c / a` with `A_S` and `c` both large); only the
+/// result has to fit.
 pub fn mul_div_half_even(a: i128, b: i128, den: i128) -> Option<i128> {
-    round_div_half_even(a.checked_mul(b)?, den)
+    match a.checked_mul(b) {
+        Some(product) => round_div_half_even(product, den),
+        None => wide_mul_div_half_even(a, b, den),
+    }
+}
+
+/// `mul_div_half_even` through a 256-bit product, for products beyond 128 bits. Half-even
+/// rounding is symmetric (`round(-x) = -round(x)`), so magnitudes are rounded and the sign put
+/// back.
+fn wide_mul_div_half_even(a: i128, b: i128, den: i128) -> Option<i128> {
+    if den <= 0 {
+        return None;
+    }
+    let negative = (a < 0) != (b < 0);
+    let (hi, lo) = mul_u128(a.unsigned_abs(), b.unsigned_abs());
+    let (quotient, remainder) = div_u256(hi, lo, den.unsigned_abs())?;
+    let magnitude =
+        round_parts_half_even(i128::try_from(quotient).ok()?, i128::try_from(remainder).ok()?, den)?;
+    if negative {
+        magnitude.checked_neg()
+    } else {
+        Some(magnitude)
+    }
+}
+
+/// `a * b` divided by `den` (all non-negative, `den` positive): quotient and remainder, exact
+/// also when the product exceeds 128 bits; `None` if the quotient does not fit.
+pub fn mul_divmod(a: i128, b: i128, den: i128) -> Option<(i128, i128)> {
+    if a < 0 || b < 0 || den <= 0 {
+        return None;
+    }
+    if let Some(product) = a.checked_mul(b) {
+        return Some((product / den, product % den));
+    }
+    let (hi, lo) = mul_u128(a.unsigned_abs(), b.unsigned_abs());
+    let (quotient, remainder) = div_u256(hi, lo, den.unsigned_abs())?;
+    Some((i128::try_from(quotient).ok()?, i128::try_from(remainder).ok()?))
+}
+
+/// The full 256-bit product of two `u128`, as (high, low) halves.
+fn mul_u128(a: u128, b: u128) -> (u128, u128) {
+    const LOW: u128 = u64::MAX as u128;
+    let (a_hi, a_lo) = (a >> 64, a & LOW);
+    let (b_hi, b_lo) = (b >> 64, b & LOW);
+    let lo_lo = a_lo * b_lo;
+    let hi_lo = a_hi * b_lo;
+    let lo_hi = a_lo * b_hi;
+    let hi_hi = a_hi * b_hi;
+    // The middle column: each term < 2^128 - 2^65 + 1, and their sum is carried explicitly.
+    let (middle, carry_middle) = hi_lo.overflowing_add(lo_hi);
+    let (low, carry_low) = lo_lo.overflowing_add(middle << 64);
+    let high = hi_hi + (middle >> 64) + (u128::from(carry_middle) << 64) + u128::from(carry_low);
+    (high, low)
+}
+
+/// `(high * 2^128 + low) / den` and its remainder, if the quotient fits in 128 bits. `den` must
+/// be below 2^127 (it comes from a positive `i128`), so the running remainder never overflows.
+fn div_u256(high: u128, low: u128, den: u128) -> Option<(u128, u128)> {
+    if den == 0 || high >= den {
+        return None; // the quotient would need more than 128 bits
+    }
+    // Binary long division over the low half, starting from the high half's remainder.
+    let mut remainder = high;
+    let mut quotient: u128 = 0;
+    for bit in (0..128).rev() {
+        remainder = (remainder << 1) | ((low >> bit) & 1);
+        quotient <<= 1;
+        if remainder >= den {
+            remainder -= den;
+            quotient |= 1;
+        }
+    }
+    Some((quotient, remainder))
 }
 
 #[cfg(test)]
@@ -229,6 +318,10 @@ mod tests {
             ("1.2.3", false, None),
             ("0", false, Some((0, 0))),
             ("007.10", false, Some((71, 1))),
+            // Trailing zeros of the fraction do not count towards the 30-digit limit.
+            ("1.0000000000000000000000000000000000000000", false, Some((1, 0))),
+            ("0.000000000000000000000000000000000000", false, Some((0, 0))),
+            ("000000000000000000000000000000000000001.5", false, Some((15, 1))),
         ];
         for &(text, signed, expected) in cases {
             let got = Dec::parse(text, signed).map(|d| (d.mantissa, d.scale));
@@ -273,6 +366,29 @@ mod tests {
         assert_eq!(Minor(46).format(0), "46");
         assert_eq!(Minor(-1).format(3), "-0.001");
         assert_eq!(Minor(12345).format(4), "1.2345");
+    }
+
+    #[test]
+    fn products_beyond_128_bits_divide_exactly() {
+        let e30 = 10i128.pow(30);
+        let e34 = 10i128.pow(34);
+        // A full reversal of a huge sale: A_S * c / a with c = a.
+        assert_eq!(mul_div_half_even(e34 - 7, e30 - 1, e30 - 1), Some(e34 - 7));
+        // Half of an odd amount: 3 * 10^34 * (10^30 / 2) / 10^30 = 1.5 * 10^34 exactly.
+        assert_eq!(mul_div_half_even(3 * e34, e30 / 2, e30), Some(15 * e34 / 10));
+        // Ties to even, with signs: (10^34 + 1) * 10^30 / (2 * 10^30) = 5 * 10^33 + 0.5.
+        assert_eq!(mul_div_half_even(e34 + 1, e30, 2 * e30), Some(5 * 10i128.pow(33)));
+        assert_eq!(mul_div_half_even(e34 + 3, e30, 2 * e30), Some(5 * 10i128.pow(33) + 2));
+        assert_eq!(mul_div_half_even(-(e34 + 3), e30, 2 * e30), Some(-(5 * 10i128.pow(33) + 2)));
+        assert_eq!(mul_div_half_even(e34 + 3, -e30, 2 * e30), Some(-(5 * 10i128.pow(33) + 2)));
+        // The same answers as the 128-bit path where both apply.
+        for (a, b, d) in [(12_345i128, 6_789i128, 1_000i128), (-5, 3, 2), (7, 7, 7), (1, 1, 3)] {
+            assert_eq!(wide_mul_div_half_even(a, b, d), round_div_half_even(a * b, d), "{a}*{b}/{d}");
+        }
+        // A quotient beyond 128 bits is still None.
+        assert_eq!(mul_div_half_even(i128::MAX, i128::MAX, 3), None);
+        let (hi, lo) = mul_u128(u128::MAX, u128::MAX);
+        assert_eq!((hi, lo), (u128::MAX - 1, 1));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::account::{AccountError, PartnerAccount};
 use crate::fx::{FxRate, FxTable};
 use crate::statement::Statement;
 use crate::time::{Instant, Span};
-use crate::tx::{ExceptionReason, Outcome, TxInput, TxResult};
+use crate::tx::{text_field, ExceptionReason, Outcome, TxInput, TxResult};
 use std::collections::HashMap;
 
 /// `fx_max_age` when a scenario or configuration gives none.
@@ -263,7 +263,8 @@ impl Ledger {
                 return TxResult { outcome, duplicate: false };
             }
         }
-        let account = tx.partner.as_deref().and_then(|p| self.by_id.get(p)).map(|&i| &mut self.accounts[i]);
+        let account =
+            text_field(tx.partner.as_deref()).and_then(|p| self.by_id.get(p)).map(|&i| &mut self.accounts[i]);
         let outcome = match account {
             None => Outcome::Exception(ExceptionReason::UnknownPartner),
             Some(account) => {

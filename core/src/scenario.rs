@@ -13,7 +13,7 @@ use crate::decimal::{Dec, Minor};
 use crate::fx::FxRate;
 use crate::ledger::DEFAULT_FX_MAX_AGE_HOURS;
 use crate::time::{Instant, Span};
-use crate::tx::{AmountField, TxId, TxInput, TxKind, MAX_TX_ID_BYTES};
+use crate::tx::{keep_string, AmountField, TxId, TxInput, TxKind, MAX_TX_ID_BYTES, NON_STRING_MARK};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use thiserror::Error;
@@ -344,20 +344,46 @@ pub fn parse_rate(value: &Value, path: &str) -> Result<FxRate> {
     Ok(FxRate { base, quote, rate, at, source })
 }
 
-/// Canonical JSON text of a value: object keys sorted, so equal values give equal text.
+/// Canonical JSON text of a value: object keys sorted and numbers written by value, so equal
+/// values give equal text (`{"b": 1, "a": 1.0}` and `{"a": 1, "b": 1e0}` both give
+/// `{"a":1,"b":1}`).
 pub fn canonical_json(value: &Value) -> String {
-    fn sort(value: &Value) -> Value {
+    fn canonical(value: &Value) -> Value {
         match value {
             Value::Object(map) => {
                 let mut entries: Vec<(&String, &Value)> = map.iter().collect();
                 entries.sort_by(|a, b| a.0.cmp(b.0));
-                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sort(v))).collect())
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
             }
-            Value::Array(items) => Value::Array(items.iter().map(sort).collect()),
+            Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+            Value::Number(n) => canonical_number(n),
             other => other.clone(),
         }
     }
-    sort(value).to_string()
+    canonical(value).to_string()
+}
+
+/// A JSON number by its value. Integers parse as `u64`/`i64` and other numbers as `f64`, so the
+/// same value can arrive in two forms (`1` and `1.0`, `100` and `1e2`); an integral float that
+/// an integer type holds exactly is turned into that integer (and `-0.0` into `0`). Larger
+/// floats need nothing: every literal of one value parses to the same `f64`.
+fn canonical_number(n: &serde_json::Number) -> Value {
+    // 2^63 and 2^64 are exact in f64, and integral floats below them convert exactly.
+    const MINUS_TWO_63: f64 = -9_223_372_036_854_775_808.0;
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    const TWO_64: f64 = 18_446_744_073_709_551_616.0;
+    match n.as_f64() {
+        Some(x) if n.is_f64() && x.fract() == 0.0 => {
+            if (MINUS_TWO_63..TWO_63).contains(&x) {
+                return Value::from(x as i64);
+            }
+            if (0.0..TWO_64).contains(&x) {
+                return Value::from(x as u64);
+            }
+            Value::Number(n.clone())
+        }
+        _ => Value::Number(n.clone()),
+    }
 }
 
 /// Parses one transaction. `received_at` overrides the field (the live engine stamps it); in a
@@ -380,10 +406,12 @@ pub fn parse_transaction(value: &Value, path: &str, received_at: Option<Instant>
         Some(t) => t,
         None => obj.instant("received_at")?,
     };
+    // A text field given as another JSON type is kept, marked, for content comparison only: it
+    // names no partner, currency or sale and explains no adjustment (see `NON_STRING_MARK`).
     let text_of = |key: &str| match obj.get(key) {
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => Some(other.to_string()),
+        Some(Value::String(s)) => Some(keep_string(s)),
+        Some(other) => Some(format!("{NON_STRING_MARK}{}", canonical_json(other))),
     };
     let amount = match obj.get("amount") {
         None => AmountField::Missing,
@@ -393,12 +421,7 @@ pub fn parse_transaction(value: &Value, path: &str, received_at: Option<Instant>
         },
         Some(other) => AmountField::Malformed(other.to_string()),
     };
-    // A non-string reason cannot explain an adjustment; keep it only for content comparison.
-    let reason = match obj.get("reason") {
-        None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => Some(format!("\u{0}{other}")),
-    };
+    let reason = text_of("reason");
     Ok(TxInput {
         id,
         partner: text_of("partner"),

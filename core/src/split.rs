@@ -42,11 +42,14 @@ pub fn largest_remainder(amount: i128, mantissas: &[i128], scale: u32) -> Option
     let mut remainders = [0i128; MAX_PARTIES];
     let mut allocated: i128 = 0;
     for (i, &m) in mantissas.iter().enumerate() {
-        let product = amount.checked_mul(m)?;
-        // The 64-bit division is much cheaper than the 128-bit one and gives the same result.
-        (units[i], remainders[i]) = match (i64::try_from(product), i64::try_from(denominator)) {
-            (Ok(p), Ok(d)) => (i128::from(p / d), i128::from(p % d)),
-            _ => (product / denominator, product % denominator),
+        (units[i], remainders[i]) = match amount.checked_mul(m) {
+            // The 64-bit division is much cheaper than the 128-bit one and gives the same result.
+            Some(product) => match (i64::try_from(product), i64::try_from(denominator)) {
+                (Ok(p), Ok(d)) => (i128::from(p / d), i128::from(p % d)),
+                _ => (product / denominator, product % denominator),
+            },
+            // A huge amount times a precise percent: exact through a 256-bit product.
+            None => crate::decimal::mul_divmod(amount, m, denominator)?,
         };
         allocated = allocated.checked_add(units[i])?;
     }
@@ -91,6 +94,14 @@ mod tests {
             (1709, &[617, 333, 50], 1, &[1055, 569, 85]),
             (913, &[617, 333, 50], 1, &[563, 304, 46]),
             (0, &[50, 50], 0, &[0, 0]),
+            // 10^34 - 1 over 66.6667 / 33.3333: the products need more than 128 bits.
+            (
+                10i128.pow(34) - 1,
+                &[666_667, 333_333],
+                4,
+                // floors ...999.333333 and ...999.666667: the one leftover unit goes to the second.
+                &[666_667 * 10i128.pow(28) - 1, 333_333 * 10i128.pow(28)],
+            ),
         ];
         for &(amount, m, scale, expected) in cases {
             let parts = largest_remainder(amount, m, scale).unwrap();

@@ -10,6 +10,33 @@ use std::fmt;
 /// Longest idempotency key, in bytes.
 pub const MAX_TX_ID_BYTES: usize = 64;
 
+/// Starts the kept text of a text field (`partner`, `currency`, `original`, `reason`) that was
+/// given as another JSON type (`"partner": 5`). The field is kept, as `NON_STRING_MARK` and the
+/// value's JSON text, so that a repeat still compares by content, while [`text_field`] makes sure
+/// it never names anything: `"partner": 5` is not the partner `"5"`, and a number is no reason.
+/// A JSON string that itself starts with the mark is kept with one more mark in front, so every
+/// string, however odd, still names what it names.
+pub const NON_STRING_MARK: char = '\u{0}';
+
+/// The kept form of a text field given as the JSON string `text` (see [`NON_STRING_MARK`]).
+pub fn keep_string(text: &str) -> String {
+    if text.starts_with(NON_STRING_MARK) {
+        format!("{NON_STRING_MARK}{text}")
+    } else {
+        text.to_string()
+    }
+}
+
+/// The field as text, if it was given as a JSON string (see [`NON_STRING_MARK`]).
+pub fn text_field(field: Option<&str>) -> Option<&str> {
+    let text = field?;
+    match text.strip_prefix(NON_STRING_MARK) {
+        None => Some(text),
+        // The JSON text of a non-string never starts with the mark; an escaped string does.
+        Some(rest) => rest.starts_with(NON_STRING_MARK).then_some(rest),
+    }
+}
+
 /// A client's idempotency key: 1..=64 bytes of UTF-8.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TxId(String);

@@ -531,6 +531,11 @@ fn idempotency_compares_content_by_value() {
         ("amount spelled 100", json!({"amount": "100"}), true),
         ("occurred_at with an offset", json!({"occurred_at": "2026-03-10T10:00:00+01:00"}), true),
         ("metadata keys reordered", json!({"metadata": {"tags": ["a"], "order": 7}}), true),
+        // JSON numbers compare by value: 7, 7.0 and 7e0 are one number.
+        ("metadata number spelled 7.0", json!({"metadata": {"order": 7.0, "tags": ["a"]}}), true),
+        ("metadata number spelled 7e0", json!({"metadata": {"tags": ["a"], "order": 7e0}}), true),
+        ("metadata number 7.5", json!({"metadata": {"order": 7.5, "tags": ["a"]}}), false),
+        ("metadata number as a string", json!({"metadata": {"order": "7", "tags": ["a"]}}), false),
         ("absent original equals null", json!({"original": null, "reason": null}), true),
         ("other amount", json!({"amount": "100.01"}), false),
         ("other occurred_at", json!({"occurred_at": "2026-03-10T09:00:01Z"}), false),
@@ -579,4 +584,157 @@ fn a_repeated_exception_returns_the_exception_and_is_listed_once() {
     assert_eq!(listed, vec![("e", R::UnknownCurrency), ("e", R::DuplicateConflict)]);
     assert_eq!(outcome.ledger.lookup("e"), Some(&Outcome::Exception(R::UnknownCurrency)));
     assert_eq!(outcome.balances[0].1, Minor(0));
+}
+
+#[test]
+fn non_string_text_fields_name_nothing() {
+    // Partner "5" and sale "7" exist; the same digits as JSON numbers name neither, and a
+    // number is no reason for an adjustment.
+    let mut run = Run::new(ledger(vec![partner("5", simple_contract())], json!([]), "PT24H"));
+    run.ok(sale("7", "5", "10.00", "2026-03-10T08:00:00Z"));
+    let base = json!({"partner": "5", "currency": "EUR", "amount": "1.00",
+                      "occurred_at": "2026-03-10T09:00:00Z", "received_at": "2026-03-10T09:00:00Z"});
+    let rows: Vec<(&str, Value, R)> = vec![
+        ("partner as a number", json!({"id": "n1", "kind": "sale", "partner": 5}), R::UnknownPartner),
+        ("currency as a number", json!({"id": "n2", "kind": "sale", "currency": 978}), R::UnknownCurrency),
+        ("original as a number", json!({"id": "n3", "kind": "refund", "original": 7}), R::UnknownOriginal),
+        ("reason as a number", json!({"id": "n4", "kind": "adjustment", "reason": 5}), R::InvalidAdjustment),
+        (
+            "reason as an array",
+            json!({"id": "n5", "kind": "adjustment", "reason": ["late fee"]}),
+            R::InvalidAdjustment,
+        ),
+        (
+            "reason as an object",
+            json!({"id": "n6", "kind": "adjustment", "reason": {"why": "x"}}),
+            R::InvalidAdjustment,
+        ),
+    ];
+    for (row, changes, reason) in rows {
+        let payable = run.payable("5");
+        let result = run.apply(with(base.clone(), changes));
+        assert_eq!(result.outcome.exception(), Some(reason), "{row}");
+        assert_eq!(run.payable("5"), payable, "{row}: nothing changes");
+    }
+    // A string that starts with the mark used for non-strings (NUL) still names what it names.
+    let mut odd = Run::new(ledger(vec![partner("\u{0}p", simple_contract())], json!([]), "PT24H"));
+    odd.ok(sale("\u{0}s", "\u{0}p", "10.00", "2026-03-10T08:00:00Z"));
+    let refund = json!({"id": "\u{0}r", "partner": "\u{0}p", "kind": "refund", "amount": "10.00", "currency": "EUR",
+                        "original": "\u{0}s", "occurred_at": "2026-03-10T09:00:00Z", "received_at": "2026-03-10T09:00:00Z"});
+    odd.ok(refund);
+    assert_eq!(odd.payable("\u{0}p"), Minor(-30), "only the fixed fee stays");
+    // The string forms do name them.
+    run.ok(with(base.clone(), json!({"id": "s1", "kind": "refund", "original": "7"})));
+    run.ok(with(base.clone(), json!({"id": "s2", "kind": "adjustment", "reason": "5"})));
+    // A number and the string of its digits are different content for idempotency.
+    let first = with(base.clone(), json!({"id": "d1", "kind": "adjustment", "reason": 5}));
+    assert_eq!(run.apply(first.clone()).outcome.exception(), Some(R::InvalidAdjustment));
+    assert!(run.apply(first.clone()).duplicate, "the same number again is a repeat");
+    let other = with(first, json!({"reason": "5"}));
+    assert_eq!(run.apply(other).outcome.exception(), Some(R::DuplicateConflict));
+}
+
+#[test]
+fn amounts_count_decimals_by_value_and_xad_is_a_currency() {
+    let mut run = Run::new(ledger(vec![partner("acme", simple_contract())], json!([]), "PT24H"));
+    // 40 trailing zeros: still 1.00 EUR, however long the spelling.
+    let long_one = format!("1.{}", "0".repeat(40));
+    run.ok(sale("z1", "acme", &long_one, "2026-03-10T08:00:00Z"));
+    run.ok(sale("z2", "acme", &format!("{}2.50", "0".repeat(40)), "2026-03-10T08:00:00Z"));
+    // 90/10 of 1.00 and 2.50, less 1% (0.01 and 0.025 -> 0.02, half even) and 0.30 each.
+    assert_eq!(run.payable("acme"), Minor(90 + 225 - 1 - 2 - 60));
+    let still_too_precise = format!("1.00{}1", "0".repeat(40));
+    assert_eq!(
+        run.apply(sale("z3", "acme", &still_too_precise, "2026-03-10T08:00:00Z")).outcome.exception(),
+        Some(R::InvalidAmount)
+    );
+    // XAD (Arab Accounting Dinar, 2 decimals) is on the ISO 4217 list of 2026-01-01: without a
+    // rate it is fx_unavailable, not unknown_currency; XAU has no minor unit.
+    let xad = with(sale("x1", "acme", "1.00", "2026-03-10T08:00:00Z"), json!({"currency": "XAD"}));
+    assert_eq!(run.apply(xad).outcome.exception(), Some(R::FxUnavailable));
+    let xad_cents = with(sale("x2", "acme", "1.005", "2026-03-10T08:00:00Z"), json!({"currency": "XAD"}));
+    assert_eq!(run.apply(xad_cents).outcome.exception(), Some(R::InvalidAmount));
+    let xau = with(sale("x3", "acme", "1", "2026-03-10T08:00:00Z"), json!({"currency": "XAU"}));
+    assert_eq!(run.apply(xau).outcome.exception(), Some(R::UnknownCurrency));
+}
+
+#[test]
+fn a_grace_longer_than_representable_time_still_places_late_transactions() {
+    // `received_at - grace` lies before any instant the calendar can hold: nothing has closed by
+    // time, so a sale that precedes the first period goes to the first period, flagged late
+    // (it used to become an `invalid_amount` exception).
+    let mut p = partner("acme", simple_contract());
+    p["cycle"]["grace"] = json!("P14000000W");
+    let mut run = Run::new(ledger(vec![p], json!([]), "PT24H"));
+    let result = run.apply(sale("early", "acme", "10.00", "2026-02-20T08:00:00Z"));
+    match result.outcome {
+        Outcome::Applied(applied) => {
+            assert!(applied.late);
+            assert_eq!(applied.period.start, at("2026-03-01T00:00:00Z"));
+        }
+        other => panic!("expected the sale to be applied, got {other:?}"),
+    }
+}
+
+#[test]
+fn huge_amounts_are_typed_outcomes_and_a_full_reversal_still_ends_at_zero() {
+    // A 30-digit USD amount at 9999 JPY per USD is 9.999 * 10^33 yen, within MAX_FIGURE (10^34);
+    // a second one would take the period's gross sales beyond it: invalid_amount, nothing changes.
+    let big = "9".repeat(30);
+    let a_s = 9999 * (10i128.pow(30) - 1); // minor units of JPY
+    let contract = json!([{
+        "effective_from": "2026-01-01T00:00:00Z",
+        "shares": [{"party": "partner", "percent": "66.6667"}, {"party": "platform", "percent": "33.3333"}],
+        "fees": [{"kind": "percent", "bps": "250"}]
+    }]);
+    let mut p = partner("big", contract);
+    p["settlement_currency"] = json!("JPY");
+    let rates = json!([{"base": "USD", "quote": "JPY", "rate": "9999", "at": "2026-03-01T00:00:00Z"}]);
+    let mut run = Run::new(ledger(vec![p], rates, "P30D"));
+    let usd = |id: &str, kind: &str, original: Option<&str>| {
+        json!({"id": id, "partner": "big", "kind": kind, "amount": big, "currency": "USD", "original": original,
+               "occurred_at": "2026-03-10T08:00:00Z", "received_at": "2026-03-10T08:00:00Z"})
+    };
+    run.ok(usd("s1", "sale", None));
+    let after_sale = run.payable("big");
+    // By hand (A_S = 9998999999999999999999999999990001): the partner's 66.6667% is
+    // 6666003332999999999999999999993333.996667, the platform's 33.3333% ...6667.003333; the
+    // leftover unit goes to the partner (larger fraction): ...93334. 2.5% is
+    // 249974999999999999999999999999750.025 -> ...750. Payable: the difference.
+    assert_eq!(a_s, 9_998_999_999_999_999_999_999_999_999_990_001);
+    assert_eq!(after_sale, Minor(6_416_028_332_999_999_999_999_999_999_993_584));
+    let second = run.apply(usd("s2", "sale", None));
+    assert_eq!(second.outcome.exception(), Some(R::InvalidAmount));
+    assert_eq!(run.payable("big"), after_sale, "an exception changes nothing");
+    // The full reversal needs A_S * c / a with a 10^64 product: exact, back to zero.
+    run.ok(usd("r1", "refund", Some("s1")));
+    assert_eq!(run.payable("big"), Minor(0));
+    // A 31-digit amount is not an amount at all.
+    let too_long = with(usd("s3", "sale", None), json!({"amount": "9".repeat(31)}));
+    assert_eq!(run.apply(too_long).outcome.exception(), Some(R::InvalidAmount));
+}
+
+#[test]
+fn a_tiered_schedule_that_cannot_be_computed_exactly_is_refused() {
+    let contract = json!([{
+        "effective_from": "2026-01-01T00:00:00Z",
+        "shares": [{"party": "partner", "percent": "100"}],
+        "period_fees": [{"kind": "tiered", "tiers": [
+            {"up_to": "0.000000000000000000000000000001", "bps": "1"},
+            {"up_to": null, "bps": "99999999999999999999999999999"}]}]
+    }]);
+    let scenario = json!({"partners": [partner("t", contract)], "transactions": [],
+                          "close_until": "2026-03-02T00:00:00Z"});
+    let error = settle_core::scenario::parse(&scenario.to_string()).unwrap_err().to_string();
+    assert!(error.starts_with("partners[0].contracts[0].period_fees[0].tiers"), "{error}");
+    // An ordinary precise schedule is fine.
+    let contract = json!([{
+        "effective_from": "2026-01-01T00:00:00Z",
+        "shares": [{"party": "partner", "percent": "100"}],
+        "period_fees": [{"kind": "tiered", "tiers": [
+            {"up_to": "1000.005", "bps": "12.5"}, {"up_to": null, "bps": "7.25"}]}]
+    }]);
+    let scenario = json!({"partners": [partner("t", contract)], "transactions": [],
+                          "close_until": "2026-03-02T00:00:00Z"});
+    assert!(settle_core::scenario::parse(&scenario.to_string()).is_ok());
 }

@@ -118,7 +118,10 @@ impl Router {
     pub(crate) fn route(&mut self, tx: TxInput, log: &mut dyn FnMut(&TxInput, &Outcome)) -> Routed {
         let conflict = Outcome::Exception(ExceptionReason::DuplicateConflict);
         match self.claims.get(tx.id.as_str()) {
-            None => match tx.partner.as_deref().and_then(|p| self.by_id.get(p)).copied() {
+            None => match settle_core::tx::text_field(tx.partner.as_deref())
+                .and_then(|p| self.by_id.get(p))
+                .copied()
+            {
                 Some(account) => {
                     self.claims.insert(tx.id.clone(), account);
                     Routed::Account(account, tx)
