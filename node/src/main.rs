@@ -721,10 +721,7 @@ async fn start_api(
     let control: Arc<dyn settle_api::model::ControlStore> = Arc::new(api.control());
     let config = settle_api::ApiConfig::new(addr);
     let memory = config.argon2_memory_kib;
-    let admin = {
-        let control = Arc::clone(&control);
-        tokio::task::spawn_blocking(move || settle_api::bootstrap_admin(control, memory)).await??
-    };
+    let admin = settle_api::bootstrap_admin(Arc::clone(&control), memory).await?;
     let shared = Arc::new(api);
     let server = settle_api::serve(config, shared.clone(), shared, control, metrics).await?;
     Ok((server, admin))

@@ -60,7 +60,7 @@ async fn dashboard_and_portal_in_headless_chromium() {
     }
     let rates_at = settle_core::Instant::parse_rfc3339("2026-03-02T09:00:00Z").unwrap();
     node.engine.publish_rates(settle_node::engine::demo_rates(rates_at)).await.unwrap();
-    let admin = node.direct_key(settle_api::auth::Role::Admin);
+    let admin = node.direct_key(settle_api::auth::Role::Admin).await;
     let ingest = Cred::Key(node.key(&admin, "ingest", None).await);
     let r = node
         .post(

@@ -104,6 +104,8 @@ pub struct TestNode {
     pub server: Option<settle_api::ApiServer>,
     pub addr: SocketAddr,
     pub control: Arc<dyn ControlStore>,
+    /// The same store, for tests that alter records behind the API's back.
+    pub raw: settle_node::api::StoreControl,
     pub admin: settle_api::BootstrapAdmin,
 }
 
@@ -142,8 +144,10 @@ impl TestNode {
         config.tick_interval = None;
         let engine = Engine::open(config).await.unwrap();
         let api = settle_node::api::EngineApi::new(engine.clone()).unwrap();
+        let raw = api.control();
         let control: Arc<dyn ControlStore> = Arc::new(api.control());
-        let admin = settle_api::bootstrap_admin(Arc::clone(&control), TEST_ARGON2_KIB).unwrap().unwrap();
+        let admin =
+            settle_api::bootstrap_admin(Arc::clone(&control), TEST_ARGON2_KIB).await.unwrap().unwrap();
         let mut config = settle_api::ApiConfig::new("127.0.0.1:0".parse().unwrap());
         config.argon2_memory_kib = TEST_ARGON2_KIB;
         let metrics = Arc::new(settle_api::metrics::Metrics::new().unwrap());
@@ -151,7 +155,7 @@ impl TestNode {
         let server =
             settle_api::serve(config, shared.clone(), shared, Arc::clone(&control), metrics).await.unwrap();
         let addr = server.local_addr();
-        TestNode { dir, engine, clock, server: Some(server), addr, control, admin }
+        TestNode { dir, engine, clock, server: Some(server), addr, control, raw, admin }
     }
 
     pub async fn req(&self, method: &str, path: &str, cred: &Cred, body: Option<&str>) -> Resp {
@@ -183,10 +187,10 @@ impl TestNode {
 
     /// An API key written straight into the control store (no login, so the admin's TOTP code
     /// of this 30-second step stays unused for a browser to log in with).
-    pub fn direct_key(&self, role: settle_api::auth::Role) -> Cred {
+    pub async fn direct_key(&self, role: settle_api::auth::Role) -> Cred {
         let auth = settle_api::auth::Auth::new(self.control.clone(), TEST_ARGON2_KIB);
         let (record, key) = auth.new_key("direct", role, None, None, "test").unwrap();
-        self.control.write(vec![settle_api::auth::Auth::put_key_op(&record).unwrap()]).unwrap();
+        self.control.write(vec![settle_api::auth::Auth::put_key_op(&record).unwrap()]).await.unwrap();
         Cred::Key(key)
     }
 
