@@ -100,6 +100,11 @@ impl ClusterHandle {
         }
     }
 
+    /// An integer RocksDB property of a column family of this node's database.
+    pub fn cf_property(&self, cf: &'static str, property: &str) -> Option<u64> {
+        self.db().cf_property(cf, property).ok().flatten()
+    }
+
     pub fn raft_summary(&self) -> RaftSummary {
         let mut out = RaftSummary {
             leader_changes: self.stats().leader_changes.load(Ordering::Relaxed),

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Statistics exported per column family.
-const ROCKSDB_STATS: [(&str, &str); 3] = [
+pub const ROCKSDB_STATS: [(&str, &str); 3] = [
     ("estimate_num_keys", "rocksdb.estimate-num-keys"),
     ("sst_bytes", "rocksdb.total-sst-files-size"),
     ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
@@ -33,6 +33,18 @@ fn backend_error(e: EngineError) -> BackendError {
         other @ (EngineError::Storage(_) | EngineError::Recovery(_)) => {
             BackendError::Internal(other.to_string())
         }
+    }
+}
+
+/// A partner account's balance as the API shows it (the engine and every replica hold the
+/// same account cell).
+pub fn balance_view(b: settle_cluster::account::Balance) -> BalanceView {
+    BalanceView {
+        partner: b.partner,
+        currency: b.currency,
+        payable: b.payable,
+        open_period: b.open_period,
+        preview: b.preview,
     }
 }
 
@@ -303,13 +315,7 @@ impl ReadModel for EngineApi {
         let partner = partner.to_string();
         Box::pin(async move {
             let b = self.engine.balance(&partner).await.map_err(backend_error)?;
-            Ok(b.map(|b| BalanceView {
-                partner: b.partner,
-                currency: b.currency,
-                payable: b.payable,
-                open_period: b.open_period,
-                preview: b.preview,
-            }))
+            Ok(b.map(balance_view))
         })
     }
 
@@ -463,5 +469,9 @@ impl<B: crate::ingress::Backend> crate::ingress::Backend for Metered<B> {
 
     async fn checkpoint(&self, dir: std::path::PathBuf) -> Result<Option<u64>, IngressError> {
         self.inner.checkpoint(dir).await
+    }
+
+    async fn cluster_command(&self, command_json: &str) -> Result<Option<String>, IngressError> {
+        self.inner.cluster_command(command_json).await
     }
 }
