@@ -97,6 +97,32 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, cred: &Cred, body:
     Resp { status, headers, body }
 }
 
+/// Logs in at `addr`; panics unless it succeeds.
+pub async fn login_at(addr: SocketAddr, username: &str, password: &str, totp: Option<&str>) -> Cred {
+    let body = json!({"username": username, "password": password, "totp": totp}).to_string();
+    let r = http(addr, "POST", "/v1/auth/login", &Cred::None, Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.header("set-cookie").unwrap().to_string();
+    let cookie = set.split(';').next().unwrap().to_string();
+    Cred::Session { cookie, csrf: r.json()["csrf"].as_str().unwrap().to_string() }
+}
+
+/// Creates an API key through the API at `addr`; returns the key.
+pub async fn key_at(addr: SocketAddr, admin: &Cred, role: &str, partner: Option<&str>) -> String {
+    let body =
+        json!({"name": format!("{role}-{}", partner.unwrap_or("all")), "role": role, "partner": partner})
+            .to_string();
+    let r = http(addr, "POST", "/v1/api-keys", admin, Some(&body)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+pub async fn graphql_at(addr: SocketAddr, cred: &Cred, query: &str) -> Value {
+    let r = http(addr, "POST", "/graphql", cred, Some(&json!({"query": query}).to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub engine: EngineHandle,
@@ -172,12 +198,7 @@ impl TestNode {
 
     /// Logs in; panics unless it succeeds.
     pub async fn login(&self, username: &str, password: &str, totp: Option<&str>) -> Cred {
-        let body = json!({"username": username, "password": password, "totp": totp}).to_string();
-        let r = self.post("/v1/auth/login", &Cred::None, &body).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let set = r.header("set-cookie").unwrap().to_string();
-        let cookie = set.split(';').next().unwrap().to_string();
-        Cred::Session { cookie, csrf: r.json()["csrf"].as_str().unwrap().to_string() }
+        login_at(self.addr, username, password, totp).await
     }
 
     pub async fn admin_session(&self) -> Cred {
@@ -196,18 +217,11 @@ impl TestNode {
 
     /// Creates an API key through the API; returns the key.
     pub async fn key(&self, admin: &Cred, role: &str, partner: Option<&str>) -> String {
-        let body =
-            json!({"name": format!("{role}-{}", partner.unwrap_or("all")), "role": role, "partner": partner})
-                .to_string();
-        let r = self.post("/v1/api-keys", admin, &body).await;
-        assert_eq!(r.status, 201, "{}", r.text());
-        r.json()["key"].as_str().unwrap().to_string()
+        key_at(self.addr, admin, role, partner).await
     }
 
     pub async fn graphql(&self, cred: &Cred, query: &str) -> Value {
-        let r = self.post("/graphql", cred, &json!({"query": query}).to_string()).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
+        graphql_at(self.addr, cred, query).await
     }
 
     /// Moves the engine's clock and closes due periods.
