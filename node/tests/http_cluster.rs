@@ -270,7 +270,11 @@ async fn the_http_api_on_a_three_node_cluster_is_one_system() {
             let r = get(addr, path, &pa).await;
             assert!(r.status == 404 || r.status == 403, "{addr}{path}: {} {}", r.status, r.text());
             let body = r.json();
-            assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["error"], "{path} leaked: {body}");
+            assert_eq!(
+                body.as_object().unwrap().keys().collect::<Vec<_>>(),
+                ["error"],
+                "{path} leaked: {body}"
+            );
         }
         let mine = all_pages(addr, "/v1/transactions?limit=50", "transactions", &pa).await;
         let pa_count = txs.iter().filter(|t| t["partner"] == "pa").count() + 1;
