@@ -706,6 +706,16 @@ impl ClusterHandle {
         Ok(out)
     }
 
+    /// A consistent point-in-time copy of this member's database in `dir` (which must not
+    /// exist): every group's log, vote and state records, and the node's cluster configuration.
+    pub async fn checkpoint(&self, dir: std::path::PathBuf) -> Result<(), ClusterError> {
+        let db = Arc::clone(self.db());
+        tokio::task::spawn_blocking(move || db.checkpoint(&dir))
+            .await
+            .map_err(|e| ClusterError::Storage(format!("checkpoint task: {e}")))?
+            .map_err(|e| ClusterError::Storage(e.to_string()))
+    }
+
     /// A partner's balance, read linearizably on its shard's leader.
     pub async fn balance(&self, partner: &str) -> Result<Option<Balance>, ClusterError> {
         let group = shard_group(self.partner_shard(partner));

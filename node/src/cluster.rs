@@ -90,6 +90,12 @@ impl Backend for ClusterHandle {
         })
     }
 
+    /// A member's checkpoint holds its whole raft database; it names no single log sequence.
+    async fn checkpoint(&self, dir: std::path::PathBuf) -> Result<Option<u64>, BackendError> {
+        ClusterHandle::checkpoint(self, dir).await?;
+        Ok(None)
+    }
+
     async fn cluster_status(&self) -> Result<Option<String>, BackendError> {
         Ok(Some(ClusterHandle::cluster_status(self).await.to_string()))
     }

@@ -296,7 +296,6 @@ impl RaftDb {
 
     /// A consistent point-in-time copy of the whole database (every group's log, Raft state
     /// and state records, and the node's cluster configuration) in `dir`, which must not exist.
-    /// Returns the highest applied index of any group in it.
     pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(self.db())?;
         checkpoint.create_checkpoint(dir)?;
