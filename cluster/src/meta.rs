@@ -126,6 +126,34 @@ impl MetaState {
         Ok(())
     }
 
+    /// Rebuilds the control records and the audit head from the group's `meta_control` and
+    /// `meta_audit` rows, for a state restored from those rows rather than by re-applying the
+    /// log (a snapshot). The head's hash is read from the last record (`hash` field).
+    pub fn restore_control(
+        &mut self,
+        records: Vec<settle_storage::ControlRow>,
+        audit_last: Option<(u64, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let mut control: BTreeMap<u8, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+        for (space, key, value) in records {
+            let key = String::from_utf8(key).map_err(|_| "a control key is not UTF-8".to_string())?;
+            control.entry(space).or_default().insert(key, value);
+        }
+        let audit_head = match audit_last {
+            None => None,
+            Some((seq, record)) => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&record).map_err(|e| format!("audit record {seq}: {e}"))?;
+                let hash =
+                    v["hash"].as_str().ok_or_else(|| format!("audit record {seq} has no hash"))?.to_string();
+                Some(AuditHead { seq, hash, record })
+            }
+        };
+        self.control = control;
+        self.audit_head = audit_head;
+        Ok(())
+    }
+
     pub fn control_get(&self, space: u8, key: &str) -> Option<&Vec<u8>> {
         self.control.get(&space).and_then(|m| m.get(key))
     }
@@ -233,6 +261,19 @@ mod tests {
         let del = vec![ControlOp::Delete { space: 1, key: "admin".into() }];
         assert_eq!(m.apply(&MetaCmd::Control(del), None), Ok(()));
         assert_eq!(m.control_get(1, "admin"), None);
+    }
+
+    #[test]
+    fn control_state_is_rebuilt_from_its_rows() {
+        let mut m = MetaState::default();
+        let put = ControlOp::Put { space: 2, key: "k1".into(), value: b"v".to_vec() };
+        let record = serde_json::to_vec(&serde_json::json!({"seq": 0, "hash": "h0"})).unwrap();
+        let audit = ControlOp::Audit { seq: 0, prev: "g".into(), hash: "h0".into(), record: record.clone() };
+        let mut ops = Vec::new();
+        m.apply(&MetaCmd::Control(vec![put, audit]), Some(&mut ops)).unwrap();
+        let mut rebuilt = MetaState::default();
+        rebuilt.restore_control(vec![(2, b"k1".to_vec(), b"v".to_vec())], Some((0, record))).unwrap();
+        assert_eq!(rebuilt, m);
     }
 
     #[test]

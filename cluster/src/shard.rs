@@ -323,6 +323,31 @@ impl ShardState {
         &self.exceptions
     }
 
+    /// Rebuilds the in-memory exception queue from the shard's `shard_exceptions` rows (in
+    /// number order), for a state restored from those rows rather than by re-applying the log
+    /// (a snapshot). Refuses rows with gaps.
+    pub fn restore_exceptions(
+        &mut self,
+        rows: impl IntoIterator<Item = settle_storage::ShardException>,
+    ) -> Result<(), String> {
+        let mut slots = Vec::new();
+        for row in rows {
+            if row.number != slots.len() as u64 {
+                return Err(format!("exception {} follows {}", row.number, slots.len()));
+            }
+            let state = match &row.resolution {
+                None => ExceptionState::Open,
+                Some(Resolution { action: ResolutionAction::Retry { tx, outcome: None }, .. }) => {
+                    ExceptionState::Claimed(tx.id.as_str().into())
+                }
+                Some(_) => ExceptionState::Resolved,
+            };
+            slots.push(ExceptionSlot { received_at: row.tx.received_at, state });
+        }
+        self.exceptions = slots;
+        Ok(())
+    }
+
     /// SHA-256 over the settled state, partners in id order: each partner's sub-ledger
     /// balances, open period, statements issued and number of recorded ids, then the FX table
     /// size and the unowned ids. Equal on replicas that applied the same entries.
@@ -357,5 +382,103 @@ impl ShardState {
             }
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::TxList;
+    use settle_storage::ShardException;
+    use std::sync::Arc;
+
+    fn partner(id: &str) -> Partner {
+        let value = serde_json::json!({"id": id, "settlement_currency": "EUR", "since": "2026-01-01T00:00:00Z",
+            "cycle": {"every": "daily", "cutoff": "00:00", "tz": "UTC"},
+            "contracts": [{"effective_from": "2026-01-01T00:00:00Z", "shares": [{"party": "partner", "percent": "100"}], "fees": []}]});
+        settle_core::scenario::parse_partner(&value, "partner").unwrap()
+    }
+
+    fn tx(id: &str, partner: &str, currency: &str) -> TxInput {
+        let value = serde_json::json!({"id": id, "partner": partner, "kind": "sale", "amount": "10.00",
+            "currency": currency, "occurred_at": "2026-01-02T10:00:00Z"});
+        settle_core::scenario::parse_transaction(&value, "tx", Some(Instant(0))).unwrap()
+    }
+
+    fn batch(txs: Vec<TxInput>) -> Cmd {
+        let at = Instant::parse_rfc3339("2026-01-02T10:00:01Z").unwrap();
+        Cmd::Txs(TxBatch { received_at: at, txs: Arc::new(TxList::new(txs)) })
+    }
+
+    fn resolve(number: u64, action: ResolutionAction) -> Cmd {
+        Cmd::Resolve(Arc::new((number, Resolution { action, by: "user:a".into(), at: Instant(9) })))
+    }
+
+    #[test]
+    fn entries_write_one_history_row_and_queue_exceptions_that_resolve_once() {
+        let mut shard = ShardState::new(3, Span::from_hours(24), 7);
+        let mut ops = Vec::new();
+        assert_eq!(
+            shard.apply(1, &Cmd::Register(Arc::new(partner("p"))), Some(&mut ops)),
+            Resp::Done(Ok(()))
+        );
+        ops.clear();
+        let txs =
+            vec![tx("a", "p", "EUR"), tx("b", "p", "XXX"), tx("c", "nobody", "EUR"), tx("a", "p", "EUR")];
+        let Resp::Txs(results) = shard.apply(2, &batch(txs), Some(&mut ops)) else { panic!() };
+        assert!(results[3].duplicate);
+        let rows: Vec<&RaftOp> = ops.iter().filter(|o| matches!(o, RaftOp::PutHistory { .. })).collect();
+        assert_eq!(rows.len(), 1, "one row per entry");
+        let RaftOp::PutHistory { index, txs, .. } = rows[0] else { panic!() };
+        assert_eq!((*index, txs.len()), (2, 3), "the repeat is not logged again");
+        let queued: Vec<(u64, &str)> = ops
+            .iter()
+            .filter_map(|o| match o {
+                RaftOp::PutException { number, tx, .. } => Some((*number, tx.id.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(queued, vec![(0, "b"), (1, "c")]);
+        // Reject once; a second resolution of any kind is refused.
+        let reject = || resolve(0, ResolutionAction::Reject { reason: "no".into() });
+        assert_eq!(shard.apply(3, &reject(), None), Resp::Done(Ok(())));
+        assert!(matches!(shard.apply(4, &reject(), None), Resp::Done(Err(_))));
+        // A retry is claimed, then completed with the same id only.
+        let retry = |id: &str, outcome: Option<Outcome>| {
+            resolve(1, ResolutionAction::Retry { tx: Box::new(tx(id, "p", "EUR")), outcome })
+        };
+        let applied = Some(Outcome::Exception(ExceptionReason::FxStale));
+        assert!(matches!(shard.apply(5, &retry("c~1", applied.clone()), None), Resp::Done(Err(_))));
+        assert_eq!(shard.apply(6, &retry("c~1", None), None), Resp::Done(Ok(())));
+        assert!(matches!(shard.apply(7, &reject(), None), Resp::Done(Err(_))));
+        assert!(matches!(shard.apply(8, &retry("other", applied.clone()), None), Resp::Done(Err(_))));
+        assert_eq!(shard.exceptions()[1].state, ExceptionState::Claimed("c~1".into()));
+        assert_eq!(shard.apply(9, &retry("c~1", applied.clone()), None), Resp::Done(Ok(())));
+        assert_eq!(shard.exceptions()[1].state, ExceptionState::Resolved);
+        assert!(matches!(
+            shard.apply(10, &resolve(2, ResolutionAction::Reject { reason: "x".into() }), None),
+            Resp::Done(Err(_))
+        ));
+        // The queue rebuilt from its rows equals the applied one.
+        let at = Instant::parse_rfc3339("2026-01-02T10:00:01Z").unwrap();
+        let row = |number: u64, id: &str, resolution: Option<Resolution>| {
+            let mut t = tx(id, "p", "EUR");
+            t.received_at = at;
+            ShardException { number, tx: t, reason: ExceptionReason::UnknownCurrency, resolution }
+        };
+        let done = |action| Some(Resolution { action, by: "user:a".into(), at: Instant(9) });
+        let mut rebuilt = ShardState::new(3, Span::from_hours(24), 7);
+        rebuilt
+            .restore_exceptions(vec![
+                row(0, "b", done(ResolutionAction::Reject { reason: "no".into() })),
+                row(
+                    1,
+                    "c",
+                    done(ResolutionAction::Retry { tx: Box::new(tx("c~1", "p", "EUR")), outcome: applied }),
+                ),
+            ])
+            .unwrap();
+        assert_eq!(rebuilt.exceptions(), shard.exceptions());
+        assert!(rebuilt.restore_exceptions(vec![row(1, "c", None)]).is_err());
     }
 }
