@@ -23,10 +23,28 @@ async function refreshPartners() {
   for (const t of ov.top_partners) { topCounts[t.partner] = t.transactions; }
   Settle.fill("nodes", ov.nodes.map((n) => Settle.el("tr", {}, Settle.el("td", {}, "node " + n.id), Settle.el("td", {}, n.role),
     Settle.el("td", {}, Settle.el("span", { class: "badge " + (n.up ? "ok" : "firing") }, n.up ? "up" : "down")), Settle.el("td", { class: "muted" }, n.detail))));
+  renderCluster(ov.cluster);
   await Promise.all(partners.slice(0, 50).map(async (p) => { balances[p.id] = await Settle.api("/v1/partners/" + encodeURIComponent(p.id) + "/balance"); }));
   renderPartners();
   const dl = await Settle.api("/v1/alerts/dead-letters");
   Settle.fill("dead-letters", dl.dead_letters.slice(0, 10).map((d) => Settle.el("tr", {}, Settle.el("td", {}, d.channel), Settle.el("td", {}, d.target), Settle.el("td", { class: "muted" }, d.error))));
+}
+
+// Cluster health: per shard its leader and its replicas' lag behind the leader's log.
+const LAG_WARNING = 100;
+function renderCluster(c) {
+  if (!c) { Settle.fill("shards", []); document.getElementById("cluster-summary").textContent = ""; return; }
+  const up = c.nodes.filter((n) => n.up).length;
+  const lagOf = (s) => Math.max(0, ...s.replicas.map((r) => r.lag || 0));
+  document.getElementById("cluster-summary").textContent = up + "/" + c.nodes.length + " nodes up · " + c.shards.length + " shards, "
+    + (c.shards_without_leader ? c.shards_without_leader + " without a leader" : "every one with a leader") + " · max lag " + (c.max_lag || 0);
+  Settle.fill("shards", c.shards.map((s) => {
+    const lag = lagOf(s);
+    const cls = s.leader == null ? "firing" : (lag > LAG_WARNING ? "warning" : "ok");
+    return Settle.el("div", { class: "shard " + cls, "data-shard": s.shard, "data-leader": s.leader == null ? "" : s.leader,
+      title: "shard " + s.shard + ", leader " + (s.leader == null ? "none" : "node " + s.leader) + ", lag " + lag },
+      s.shard + (s.leader == null ? " –" : " @" + s.leader));
+  }));
 }
 
 async function drill(id) {

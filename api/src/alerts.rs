@@ -170,8 +170,29 @@ impl Alerts {
         Value::Array(inner.states.values().filter(|s| s.firing).map(|s| json!(s)).collect())
     }
 
+    /// Takes the rules from the control store (where several members share it, a rule made
+    /// on one is evaluated on all within a second); states of removed rules are dropped.
+    fn sync_rules(&self) {
+        let stored = match self.control.scan(Space::AlertRules) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!("cannot read the alert rules: {e}");
+                return;
+            }
+        };
+        let rules: BTreeMap<String, Rule> = stored
+            .iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice::<Rule>(bytes).ok())
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut inner = self.lock();
+        inner.states.retain(|id, _| rules.contains_key(id));
+        inner.rules = rules;
+    }
+
     /// Evaluates every rule on a new sample; sends notifications for crossings.
     pub(crate) async fn evaluate(&self, app: &App, sample: &Sample) {
+        self.sync_rules();
         let rules: Vec<Rule> = {
             let mut inner = self.lock();
             if inner.history.len() == HISTORY {
@@ -274,14 +295,14 @@ async fn deliver(control: Arc<dyn ControlStore>, rule: Rule, payload: Value) {
     if let Some(hook) = &rule.webhook {
         let result = with_retries(|| post_webhook(hook, &body)).await;
         if let Err(e) = result {
-            dead_letter(&control, &rule, "webhook", &hook.url, &payload, &e);
+            dead_letter(&control, &rule, "webhook", &hook.url, &payload, &e).await;
         }
     }
     if let Some(mail) = &rule.email {
         let subject = format!("[settle] {} {}", payload["status"].as_str().unwrap_or(""), rule.name);
         let result = with_retries(|| send_email(mail, &subject, &body)).await;
         if let Err(e) = result {
-            dead_letter(&control, &rule, "email", &mail.smtp, &payload, &e);
+            dead_letter(&control, &rule, "email", &mail.smtp, &payload, &e).await;
         }
     }
 }
@@ -307,7 +328,7 @@ where
     Err(format!("{DELIVERY_ATTEMPTS} attempts failed; last: {last}"))
 }
 
-fn dead_letter(
+async fn dead_letter(
     control: &Arc<dyn ControlStore>,
     rule: &Rule,
     channel: &str,
@@ -319,7 +340,7 @@ fn dead_letter(
     let key = format!("{at:020}-{}", crate::auth::random_hex(4));
     let record = json!({"rule": rule.id, "channel": channel, "target": target, "payload": payload, "error": error, "at": at});
     let op = ControlOp::Put { space: Space::DeadLetters, key, value: record.to_string().into_bytes() };
-    if let Err(e) = control.write(vec![op]) {
+    if let Err(e) = control.write(vec![op]).await {
         tracing::error!("cannot record a dead letter: {e}");
     }
 }
@@ -486,7 +507,7 @@ pub(crate) async fn create_rule(
         before: Value::Null,
         after: rule_public(&rule),
     };
-    app.audit.commit(vec![op], event)?;
+    app.audit.commit(vec![op], event).await?;
     let shown = rule_public(&rule);
     app.alerts.lock().rules.insert(rule.id.clone(), rule);
     Ok((StatusCode::CREATED, Json(shown)))
@@ -513,7 +534,7 @@ pub(crate) async fn delete_rule(
         before: rule_public(&rule),
         after: Value::Null,
     };
-    app.audit.commit(vec![op], event)?;
+    app.audit.commit(vec![op], event).await?;
     let mut inner = app.alerts.lock();
     inner.rules.remove(&id);
     inner.states.remove(&id);
@@ -540,7 +561,7 @@ pub(crate) async fn ack(
         before: json!(before),
         after: json!({"acked_by": actor(&p)}),
     };
-    app.audit.commit(Vec::new(), event)?;
+    app.audit.commit(Vec::new(), event).await?;
     let mut inner = app.alerts.lock();
     let state = inner.states.get_mut(&id).ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))?;
     state.acked_by = Some(actor(&p));
@@ -574,7 +595,7 @@ pub(crate) async fn silence(
         before: Value::Null,
         after: json!({"silenced_until_ms": until}),
     };
-    app.audit.commit(Vec::new(), event)?;
+    app.audit.commit(Vec::new(), event).await?;
     let mut inner = app.alerts.lock();
     let rule = inner.rules.get(&id).cloned();
     let state = inner.states.entry(id.clone()).or_insert_with(|| AlertState {

@@ -1,18 +1,22 @@
 //! The audit trail: every change made by a person or a service outside the transaction stream,
 //! with who, when, what, before and after, in an append-only chain where each record carries
 //! the SHA-256 of the one before. The change and its audit record are one atomic write, so
-//! there is never a change without its record or a record without its change.
+//! there is never a change without its record or a record without its change. Where several
+//! writers share the chain (a cluster's members), the store refuses a record that does not
+//! follow its last one, and the writer reads the new head and tries again.
 
 use crate::model::{ControlOp, ControlStore, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Most records one audit query returns.
 pub const MAX_AUDIT_PAGE: usize = 1000;
+/// Attempts at appending one record while other writers move the head.
+pub const MAX_APPEND_ATTEMPTS: usize = 16;
 
 /// What a caller reports; the chain adds the sequence, the time and the hashes.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,11 +72,11 @@ struct Head {
     last_hash: String,
 }
 
-/// Appends to the chain. One writer at a time (the lock spans the write), so sequences have no
-/// gaps and every record names its true predecessor.
+/// Appends to the chain. One writer at a time per process (the lock spans the write), so
+/// sequences have no gaps and every record names its true predecessor.
 pub struct Audit {
     control: Arc<dyn ControlStore>,
-    head: Mutex<Head>,
+    head: tokio::sync::Mutex<Head>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -85,41 +89,57 @@ fn now_rfc3339() -> String {
     settle_core::Instant::from_system_time(std::time::SystemTime::now()).to_rfc3339()
 }
 
+fn read_head(control: &dyn ControlStore) -> Result<Head, ChainError> {
+    Ok(match control.audit_last()? {
+        None => Head { next: 0, last_hash: GENESIS.to_string() },
+        Some((seq, bytes)) => {
+            let record: AuditRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| ChainError::Broken { seq, problem: format!("not an audit record: {e}") })?;
+            Head { next: seq.saturating_add(1), last_hash: record.hash }
+        }
+    })
+}
+
 impl Audit {
     pub fn open(control: Arc<dyn ControlStore>) -> Result<Audit, ChainError> {
-        let head = match control.audit_last()? {
-            None => Head { next: 0, last_hash: GENESIS.to_string() },
-            Some((seq, bytes)) => {
-                let record: AuditRecord = serde_json::from_slice(&bytes)
-                    .map_err(|e| ChainError::Broken { seq, problem: format!("not an audit record: {e}") })?;
-                Head { next: seq.saturating_add(1), last_hash: record.hash }
-            }
-        };
-        Ok(Audit { control, head: Mutex::new(head) })
+        let head = read_head(control.as_ref())?;
+        Ok(Audit { control, head: tokio::sync::Mutex::new(head) })
     }
 
     /// Writes `ops` and the audit record of `event` atomically.
-    pub fn commit(&self, ops: Vec<ControlOp>, event: AuditEvent) -> Result<AuditRecord, StoreError> {
-        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
-        let mut record = AuditRecord {
-            seq: head.next,
-            at: now_rfc3339(),
-            actor: event.actor,
-            action: event.action,
-            target: event.target,
-            before: event.before,
-            after: event.after,
-            prev: head.last_hash.clone(),
-            hash: String::new(),
-        };
-        record.hash = record.expected_hash();
-        let bytes = serde_json::to_vec(&record).map_err(|e| StoreError(e.to_string()))?;
-        let mut all = ops;
-        all.push(ControlOp::Audit { seq: record.seq, record: bytes });
-        self.control.write(all)?;
-        head.next = record.seq.saturating_add(1);
-        head.last_hash = record.hash.clone();
-        Ok(record)
+    pub async fn commit(&self, ops: Vec<ControlOp>, event: AuditEvent) -> Result<AuditRecord, StoreError> {
+        let mut head = self.head.lock().await;
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let mut record = AuditRecord {
+                seq: head.next,
+                at: now_rfc3339(),
+                actor: event.actor.clone(),
+                action: event.action.clone(),
+                target: event.target.clone(),
+                before: event.before.clone(),
+                after: event.after.clone(),
+                prev: head.last_hash.clone(),
+                hash: String::new(),
+            };
+            record.hash = record.expected_hash();
+            let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let mut all = ops.clone();
+            all.push(ControlOp::Audit { seq: record.seq, record: bytes });
+            match self.control.write(all).await {
+                Ok(()) => {
+                    head.next = record.seq.saturating_add(1);
+                    head.last_hash = record.hash.clone();
+                    return Ok(record);
+                }
+                // Another member appended first; the store now reads its new head.
+                Err(StoreError::AuditHeadMoved) => {
+                    *head =
+                        read_head(self.control.as_ref()).map_err(|e| StoreError::Failed(e.to_string()))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Failed(format!("the audit chain moved on {MAX_APPEND_ATTEMPTS} times in a row")))
     }
 }
 

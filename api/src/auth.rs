@@ -274,6 +274,10 @@ fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("corrupt control record: {e}")))
 }
 
+/// A login's verdict: on success the record's bytes as read and the user to write; on failure
+/// (when a failure is to be counted) the same, with the error to answer.
+pub type LoginCheck = Result<(Vec<u8>, UserRecord), (Option<(Vec<u8>, UserRecord)>, ApiError)>;
+
 /// A new user's one-time secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NewUser {
@@ -322,6 +326,22 @@ impl Auth {
 
     pub fn key(&self, id: &str) -> ApiResult<Option<KeyRecord>> {
         self.control.get(Space::ApiKeys, id)?.map(|b| from_json(&b)).transpose()
+    }
+
+    /// A user record as stored (its bytes, for a conditional write) and decoded.
+    pub fn user_stored(&self, username: &str) -> ApiResult<Option<(Vec<u8>, UserRecord)>> {
+        match self.control.get(Space::Users, username)? {
+            Some(b) => {
+                let user = from_json(&b)?;
+                Ok(Some((b, user)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The precondition that the user's record is still `before` (as read).
+    pub fn expect_user_op(username: &str, before: Vec<u8>) -> ControlOp {
+        ControlOp::Expect { space: Space::Users, key: username.to_string(), value: Some(before) }
     }
 
     pub fn put_user_op(record: &UserRecord) -> ApiResult<ControlOp> {
@@ -450,17 +470,13 @@ impl Auth {
 
     /// Checks a login. On success returns the updated user (failures reset, TOTP step used);
     /// on failure the updated user too (a failure counted, maybe a lockout), with the error.
-    pub fn check_login(
-        &self,
-        username: &str,
-        password: &str,
-        code: Option<&str>,
-    ) -> ApiResult<Result<UserRecord, (Option<UserRecord>, ApiError)>> {
+    /// Each with the record's bytes as read, so that it is written only if still those.
+    pub fn check_login(&self, username: &str, password: &str, code: Option<&str>) -> ApiResult<LoginCheck> {
         let invalid = || ApiError::Unauthenticated("invalid username, password or code".into());
         if username.len() > MAX_SECRET_BYTES || password.len() > MAX_SECRET_BYTES {
             return Ok(Err((None, invalid())));
         }
-        let Some(mut user) = self.user(username)? else { return Ok(Err((None, invalid()))) };
+        let Some((before, mut user)) = self.user_stored(username)? else { return Ok(Err((None, invalid()))) };
         let now = now_unix();
         if user.locked_until > now {
             return Ok(Err((None, ApiError::Locked("too many failed logins; try again later".into()))));
@@ -483,7 +499,7 @@ impl Auth {
                 if user.totp_secret.is_some() {
                     user.last_totp_step = step;
                 }
-                Ok(Ok(user))
+                Ok(Ok((before, user)))
             }
             _ => {
                 user.failed_logins = user.failed_logins.saturating_add(1);
@@ -496,7 +512,7 @@ impl Auth {
                 } else {
                     invalid()
                 };
-                Ok(Err((Some(user), error)))
+                Ok(Err((Some((before, user)), error)))
             }
         }
     }
@@ -540,6 +556,25 @@ impl Auth {
 
     pub fn delete_session_op(token_hash: &str) -> ControlOp {
         ControlOp::Delete { space: Space::Sessions, key: token_hash.to_string() }
+    }
+
+    /// Whether a key's record exists here (`false` also for a string that is not a key).
+    pub fn key_record_exists(&self, presented: &str) -> ApiResult<bool> {
+        let id = presented.strip_prefix(KEY_PREFIX).and_then(|r| r.split_once('.')).map(|(id, _)| id);
+        match id {
+            Some(id) if presented.len() <= MAX_SECRET_BYTES => {
+                Ok(self.control.get(Space::ApiKeys, id)?.is_some())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether a session's record exists here.
+    pub fn session_record_exists(&self, token: &str) -> ApiResult<bool> {
+        if token.len() > MAX_SECRET_BYTES {
+            return Ok(false);
+        }
+        Ok(self.control.get(Space::Sessions, &sha256_hex(token))?.is_some())
     }
 
     /// Forgets the cached verification of a key (on revocation).

@@ -83,6 +83,7 @@ impl From<crate::model::BackendError> for ApiError {
         use crate::model::BackendError;
         match e {
             BackendError::Rejected(m) => ApiError::Rejected(m),
+            BackendError::Invalid(m) => ApiError::BadRequest(m),
             BackendError::Overloaded => ApiError::Overloaded("overloaded; retry later".into()),
             BackendError::Unavailable(m) => ApiError::Unavailable(m),
             BackendError::Internal(m) => ApiError::Internal(m),
@@ -92,7 +93,13 @@ impl From<crate::model::BackendError> for ApiError {
 
 impl From<crate::model::StoreError> for ApiError {
     fn from(e: crate::model::StoreError) -> ApiError {
-        ApiError::Internal(e.to_string())
+        use crate::model::StoreError;
+        match e {
+            StoreError::Changed(m) => ApiError::Conflict(format!("changed meanwhile, try again: {m}")),
+            StoreError::AuditHeadMoved => ApiError::Unavailable(e.to_string()),
+            StoreError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::Failed(_) => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

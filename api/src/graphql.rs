@@ -214,10 +214,7 @@ impl Query {
         q.insert("limit".into(), limit.to_string());
         let query = tx_query(p, &q).map_err(gql)?;
         let page = app.read.transactions(query).await.map_err(|e| gql(e.into()))?;
-        Ok(TransactionPage {
-            items: page.items.iter().map(transaction).collect(),
-            next_cursor: page.next.map(|c| c.to_string()),
-        })
+        Ok(TransactionPage { items: page.items.iter().map(transaction).collect(), next_cursor: page.next })
     }
 
     async fn transaction(&self, ctx: &Context<'_>, id: String) -> async_graphql::Result<Option<Transaction>> {
@@ -239,14 +236,10 @@ impl Query {
     ) -> async_graphql::Result<Vec<ExceptionObj>> {
         let (app, p) = parts(ctx)?;
         let partner = p.partner_filter(partner.as_deref()).map_err(gql)?;
-        let after = cursor
-            .map(|c| c.parse::<u64>())
-            .transpose()
-            .map_err(|_| gql(ApiError::BadRequest("cursor".into())))?;
         let limit = usize::try_from(limit.unwrap_or(50)).unwrap_or(50).clamp(1, MAX_PAGE);
         let page = app
             .read
-            .exceptions(ExceptionQuery { partner, reason: None, after, limit })
+            .exceptions(ExceptionQuery { partner, reason: None, after: cursor, limit })
             .await
             .map_err(|e| gql(e.into()))?;
         Ok(page

@@ -166,16 +166,23 @@ async fn sample_loop(app: Arc<App>) {
 pub type BootstrapAdmin = NewUser;
 
 /// Creates the administrator `admin` with a generated password and TOTP secret when no user
-/// exists yet, and returns its credentials (to show once). `None` when users exist.
-pub fn bootstrap_admin(
+/// exists yet, and returns its credentials (to show once). `None` when users exist. Where
+/// several members share the control store, each may call this at its first start: the store
+/// is brought up to date first, and the creation is conditional on `admin` being absent, so
+/// exactly one member creates it (and shows its credentials).
+pub async fn bootstrap_admin(
     control: Arc<dyn ControlStore>,
     argon2_memory_kib: u32,
 ) -> Result<Option<BootstrapAdmin>, ServeError> {
+    control.sync().await.map_err(error::ApiError::from)?;
     let auth = Auth::new(Arc::clone(&control), argon2_memory_kib);
     if !auth.users()?.is_empty() {
         return Ok(None);
     }
-    let (record, secrets) = auth.new_user(BOOTSTRAP_ADMIN, Role::Admin, None, true)?;
+    let (record, secrets) =
+        tokio::task::spawn_blocking(move || auth.new_user(BOOTSTRAP_ADMIN, Role::Admin, None, true))
+            .await
+            .map_err(|e| error::ApiError::Internal(format!("task failed: {e}")))??;
     let audit = Audit::open(control)?;
     let event = AuditEvent {
         actor: "system".into(),
@@ -184,8 +191,14 @@ pub fn bootstrap_admin(
         before: serde_json::Value::Null,
         after: record.public(),
     };
-    audit.commit(vec![Auth::put_user_op(&record)?], event).map_err(error::ApiError::from)?;
-    Ok(Some(secrets))
+    let absent =
+        model::ControlOp::Expect { space: model::Space::Users, key: BOOTSTRAP_ADMIN.into(), value: None };
+    match audit.commit(vec![absent, Auth::put_user_op(&record)?], event).await {
+        Ok(_) => Ok(Some(secrets)),
+        // Another member created it first.
+        Err(model::StoreError::Changed(_)) => Ok(None),
+        Err(e) => Err(error::ApiError::from(e).into()),
+    }
 }
 
 pub use audit::verify as verify_audit_chain;

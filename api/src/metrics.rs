@@ -81,6 +81,11 @@ pub struct Metrics {
     partner_txs: IntGaugeVec,
     http_requests: IntCounterVec,
     alerts_firing: IntGauge,
+    raft_groups: IntGaugeVec,
+    raft_leader_changes: IntGauge,
+    raft_applied: IntGauge,
+    raft_apply_lag: IntGaugeVec,
+    raft_replication_lag: IntGaugeVec,
     buckets: [AtomicU64; LATENCY_BOUNDS_US.len()],
     per_partner: Mutex<HashMap<String, u64>>,
     previous: Mutex<Previous>,
@@ -143,6 +148,32 @@ impl Metrics {
             &["class"],
         )?;
         let alerts_firing = IntGauge::new("settle_alerts_firing", "Alerts currently firing")?;
+        let raft_groups = IntGaugeVec::new(
+            Opts::new("settle_raft_groups", "Raft groups this member holds a replica of, by state"),
+            &["state"],
+        )?;
+        let raft_leader_changes = IntGauge::new(
+            "settle_raft_leader_changes_total",
+            "Changes of leader seen on this member's replicas since it started (sampled each second)",
+        )?;
+        let raft_applied = IntGauge::new(
+            "settle_raft_applied_index_total",
+            "Sum over this member's replicas of the last applied log index",
+        )?;
+        let raft_apply_lag = IntGaugeVec::new(
+            Opts::new(
+                "settle_raft_apply_lag",
+                "Log entries of this member's replicas not yet applied (max and sum over groups)",
+            ),
+            &["stat"],
+        )?;
+        let raft_replication_lag = IntGaugeVec::new(
+            Opts::new(
+                "settle_raft_replication_lag",
+                "Entries the followers of the groups this member leads lack (max and sum over followers)",
+            ),
+            &["stat"],
+        )?;
         for c in [&commits, &applied, &in_flight, &alerts_firing] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -153,6 +184,11 @@ impl Metrics {
         registry.register(Box::new(storage.clone()))?;
         registry.register(Box::new(partner_txs.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(raft_groups.clone()))?;
+        registry.register(Box::new(raft_leader_changes.clone()))?;
+        registry.register(Box::new(raft_applied.clone()))?;
+        registry.register(Box::new(raft_apply_lag.clone()))?;
+        registry.register(Box::new(raft_replication_lag.clone()))?;
         for reason in ExceptionReason::ALL {
             exceptions.with_label_values(&[reason.as_str()]);
         }
@@ -169,6 +205,11 @@ impl Metrics {
             partner_txs,
             http_requests,
             alerts_firing,
+            raft_groups,
+            raft_leader_changes,
+            raft_applied,
+            raft_apply_lag,
+            raft_replication_lag,
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             per_partner: Mutex::new(HashMap::new()),
             previous: Mutex::new(Previous::default()),
@@ -253,6 +294,23 @@ impl Metrics {
             self.storage
                 .with_label_values(&[cf.as_str(), stat.as_str()])
                 .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+        if let Some(r) = read.raft_stats() {
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            for (state, n) in [
+                ("leader", r.leaders),
+                ("follower", r.followers),
+                ("learner", r.learners),
+                ("candidate", r.candidates),
+            ] {
+                self.raft_groups.with_label_values(&[state]).set(gauge(n));
+            }
+            self.raft_leader_changes.set(gauge(r.leader_changes));
+            self.raft_applied.set(gauge(r.applied_index_sum));
+            self.raft_apply_lag.with_label_values(&["max"]).set(gauge(r.apply_lag_max));
+            self.raft_apply_lag.with_label_values(&["sum"]).set(gauge(r.apply_lag_sum));
+            self.raft_replication_lag.with_label_values(&["max"]).set(gauge(r.replication_lag_max));
+            self.raft_replication_lag.with_label_values(&["sum"]).set(gauge(r.replication_lag_sum));
         }
         self.partner_txs.reset();
         let top = self.top_partners(TOP_PARTNERS);

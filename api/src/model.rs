@@ -19,6 +19,9 @@ pub enum BackendError {
     /// Understood and refused; nothing changed (e.g. a contract version in a closed period).
     #[error("{0}")]
     Rejected(String),
+    /// Not well formed (e.g. a cursor this backend did not issue); nothing changed.
+    #[error("{0}")]
+    Invalid(String),
     /// At capacity; nothing was done. Retry later.
     #[error("overloaded")]
     Overloaded,
@@ -53,8 +56,9 @@ pub const MAX_PAGE: usize = 500;
 /// cursor, so a selective filter never turns one request into a scan of the whole log.
 pub const MAX_SCAN_PER_PAGE: usize = 50_000;
 
-/// A page request over the transaction log. The cursor is a log sequence: pages are newest
-/// first and continue strictly below the cursor.
+/// A page request over the transaction log. Pages are newest first and continue strictly past
+/// the cursor, an opaque string the backend issued (a standalone node's log sequence; a
+/// cluster's place in its global order).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TxQuery {
     pub partner: Option<String>,
@@ -66,7 +70,7 @@ pub struct TxQuery {
     /// `received_at` in `[received_from, received_to)`.
     pub received_from: Option<Instant>,
     pub received_to: Option<Instant>,
-    pub before: Option<u64>,
+    pub before: Option<String>,
     pub limit: usize,
 }
 
@@ -85,7 +89,7 @@ pub struct TxRecord {
 pub struct TxPage {
     pub items: Vec<TxRecord>,
     /// Where the next page starts (exclusive), when there may be more.
-    pub next: Option<u64>,
+    pub next: Option<String>,
 }
 
 /// A page request over the exception queue, oldest first, after the cursor.
@@ -93,7 +97,8 @@ pub struct TxPage {
 pub struct ExceptionQuery {
     pub partner: Option<String>,
     pub reason: Option<ExceptionReason>,
-    pub after: Option<u64>,
+    /// An opaque cursor the backend issued.
+    pub after: Option<String>,
     pub limit: usize,
 }
 
@@ -104,12 +109,59 @@ pub struct ExceptionItem {
     pub id: String,
     pub reason: ExceptionReason,
     pub tx: Option<TxInput>,
+    /// Its resolution, when the backend keeps resolutions ([`Mutations::resolves_exceptions`]);
+    /// otherwise the API keeps them in the control store.
+    pub resolution: Option<ResolutionView>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExceptionPage {
     pub items: Vec<ExceptionItem>,
-    pub next: Option<u64>,
+    pub next: Option<String>,
+}
+
+/// How an exception was resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResolutionKind {
+    Reject {
+        reason: String,
+    },
+    /// Submitted again under `retry_id`; `outcome` is `None` while the retry is in progress.
+    Retry {
+        retry_id: String,
+        outcome: Option<Outcome>,
+        settlement_currency: Option<Currency>,
+    },
+}
+
+/// An exception's resolution: what, by whom, when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolutionView {
+    pub kind: ResolutionKind,
+    pub by: String,
+    pub at: Instant,
+}
+
+/// What to do with an exception.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResolveAction {
+    Reject {
+        reason: String,
+    },
+    /// Submit this corrected transaction, under its (new) id, in the exception's place.
+    Retry {
+        tx: Box<TxInput>,
+    },
+}
+
+/// What a resolution request found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResolveResult {
+    /// Resolved by this request.
+    Resolved(Box<ExceptionItem>),
+    /// Resolved earlier (or by another request meanwhile): nothing changed.
+    AlreadyResolved(Box<ExceptionItem>),
+    NotFound,
 }
 
 /// Counters of the engine since it opened.
@@ -132,6 +184,45 @@ pub struct NodeView {
     pub detail: String,
 }
 
+/// One replica of a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaView {
+    pub node: u64,
+    pub applied_index: Option<u64>,
+    /// Entries behind the leader's last log index.
+    pub lag: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardView {
+    pub shard: u32,
+    pub leader: Option<u64>,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// A cluster's health as every reachable member reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub nodes: Vec<NodeView>,
+    pub shards: Vec<ShardView>,
+}
+
+/// A member's Raft groups, aggregated (no label per group).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaftStats {
+    pub groups: u64,
+    pub leaders: u64,
+    pub followers: u64,
+    pub learners: u64,
+    pub candidates: u64,
+    pub leader_changes: u64,
+    pub applied_index_sum: u64,
+    pub apply_lag_max: u64,
+    pub apply_lag_sum: u64,
+    pub replication_lag_max: u64,
+    pub replication_lag_sum: u64,
+}
+
 /// What the API reads. Every read sees only durable state.
 pub trait ReadModel: Send + Sync + 'static {
     /// Every partner with every contract version, by id.
@@ -148,6 +239,14 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Storage statistics as (metric suffix, column family, value).
     fn storage_stats(&self) -> Vec<(String, String, u64)>;
     fn nodes(&self) -> Vec<NodeView>;
+    /// Nodes and shards as the cluster reports them now; `None` when this is not a cluster.
+    fn cluster(&self) -> BoxFuture<'_, Result<Option<ClusterView>, BackendError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Raft figures of this member; `None` when this is not a cluster member.
+    fn raft_stats(&self) -> Option<RaftStats> {
+        None
+    }
 }
 
 /// What the API changes in the settlement state. Each call is durable when it returns `Ok`.
@@ -160,6 +259,21 @@ pub trait Mutations: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), BackendError>>;
     fn submit(&self, txs: Vec<TxInput>) -> BoxFuture<'_, Result<Vec<TxResult>, BackendError>>;
     fn publish_rates(&self, rates: Vec<FxRate>) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Whether the backend keeps exception resolutions itself (a cluster: in the exception's
+    /// shard log, agreed by every replica); if not, the API keeps them in the control store.
+    fn resolves_exceptions(&self) -> bool {
+        false
+    }
+    /// Resolves exception `seq` on behalf of `by` at `at` (backends that resolve exceptions).
+    fn resolve_exception(
+        &self,
+        _seq: u64,
+        _action: ResolveAction,
+        _by: String,
+        _at: Instant,
+    ) -> BoxFuture<'_, Result<ResolveResult, BackendError>> {
+        Box::pin(async { Err(BackendError::Internal("this backend does not resolve exceptions".into())) })
+    }
 }
 
 /// Record spaces of the control store.
@@ -178,14 +292,46 @@ pub enum Space {
 /// One write of an atomic control batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlOp {
-    Put { space: Space, key: String, value: Vec<u8> },
-    Delete { space: Space, key: String },
-    Audit { seq: u64, record: Vec<u8> },
+    Put {
+        space: Space,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        space: Space,
+        key: String,
+    },
+    /// A precondition: the batch is written only if the record is exactly `value` now
+    /// (`None`: absent), else nothing is and the write answers [`StoreError::Changed`]. Makes a
+    /// read-modify-write (failed-login counters, the TOTP step used, "create if absent")
+    /// linearizable wherever the store is shared.
+    Expect {
+        space: Space,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
+    /// The audit record `seq`; it must follow the chain's last record (else nothing is written
+    /// and the write answers [`StoreError::AuditHeadMoved`]).
+    Audit {
+        seq: u64,
+        record: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("control store: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    #[error("control store: {0}")]
+    Failed(String),
+    /// Not known to be written (a replicated store found no leader in time); retry.
+    #[error("control store unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer appended to the audit chain first; nothing was written.
+    #[error("control store: the audit chain moved on")]
+    AuditHeadMoved,
+    /// A record an `Expect` named changed; nothing was written.
+    #[error("control store: {0}")]
+    Changed(String),
+}
 
 /// Durable records of the control plane: users, keys, sessions, alert rules, exception
 /// resolutions and the audit chain. On a standalone node it is the node's RocksDB (`control`
@@ -194,8 +340,19 @@ pub struct StoreError(pub String);
 pub trait ControlStore: Send + Sync + 'static {
     fn get(&self, space: Space, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     fn scan(&self, space: Space) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// All or nothing, durable when it returns `Ok`.
-    fn write(&self, ops: Vec<ControlOp>) -> Result<(), StoreError>;
+    /// All or nothing, durable when it returns `Ok`; once it returns (either way), reads here
+    /// see what it did.
+    fn write(&self, ops: Vec<ControlOp>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Makes later reads here see every write any member completed before this call (a
+    /// replicated store catches up with its leader; a local one has nothing to do).
+    fn sync(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Whether reads here are current enough to authenticate with (a replica cut off from its
+    /// leader is not: a revocation may not have reached it).
+    fn current(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn audit_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 }

@@ -4,7 +4,10 @@
 use crate::audit::{self, AuditEvent};
 use crate::auth::{Auth, Principal, Role, Via, CSRF_HEADER, SESSION_COOKIE};
 use crate::error::{ApiError, ApiResult};
-use crate::model::{ControlOp, ExceptionItem, ExceptionQuery, Space, TxQuery, TxStatus, MAX_PAGE};
+use crate::model::{
+    ControlOp, ExceptionItem, ExceptionQuery, ResolveAction, ResolveResult, Space, StoreError, TxQuery,
+    TxStatus, MAX_PAGE,
+};
 use crate::{views, App};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -30,6 +33,11 @@ pub const MAX_SUBMIT: usize = 10_000;
 pub const DEFAULT_PAGE: usize = 50;
 /// Most audit records one export returns.
 pub const MAX_AUDIT_EXPORT: usize = 100_000;
+/// Attempts at a login while other requests change the same account (its record is written
+/// only if it did not change since it was read).
+pub const MAX_LOGIN_ATTEMPTS: usize = 4;
+/// Longest cursor accepted.
+const MAX_CURSOR_BYTES: usize = 128;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
@@ -102,15 +110,38 @@ async fn authenticate(State(app): AppState, mut req: Request, next: Next) -> Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
-    let principal = match (bearer, cookie(headers, SESSION_COOKIE)) {
-        (Some(key), _) => match app.auth.authenticate_key(key.trim()) {
-            Ok(p) => Some(p),
-            Err(e) => return finish(&app, e.into_response()),
-        },
-        (None, Some(token)) => match app.auth.authenticate_session(&token) {
-            Ok(p) => p,
-            Err(e) => return finish(&app, e.into_response()),
-        },
+    let session = cookie(headers, SESSION_COOKIE);
+    if bearer.is_some() || session.is_some() {
+        // A replica cut off from its leader may not have seen a revocation yet.
+        if let Err(e) = app.control.current() {
+            return finish(&app, ApiError::Unavailable(e.to_string()).into_response());
+        }
+    }
+    let principal = match (bearer, session) {
+        (Some(key), _) => {
+            let key = key.trim().to_string();
+            // A key created on another member a moment ago may not have reached this one.
+            if !app.auth.key_record_exists(&key).unwrap_or(true) {
+                if let Err(e) = app.control.sync().await {
+                    return finish(&app, ApiError::from(e).into_response());
+                }
+            }
+            match app.auth.authenticate_key(&key) {
+                Ok(p) => Some(p),
+                Err(e) => return finish(&app, e.into_response()),
+            }
+        }
+        (None, Some(token)) => {
+            if !app.auth.session_record_exists(&token).unwrap_or(true) {
+                if let Err(e) = app.control.sync().await {
+                    return finish(&app, ApiError::from(e).into_response());
+                }
+            }
+            match app.auth.authenticate_session(&token) {
+                Ok(p) => p,
+                Err(e) => return finish(&app, e.into_response()),
+            }
+        }
         (None, None) => None,
     };
     if let Some(Principal { via: Via::Session { csrf, .. }, .. }) = &principal {
@@ -173,6 +204,16 @@ fn reason_param(params: &HashMap<String, String>) -> ApiResult<Option<ExceptionR
         .transpose()
 }
 
+/// An opaque cursor as the backend issued it (checked by the backend).
+fn cursor_param(params: &HashMap<String, String>) -> ApiResult<Option<String>> {
+    match params.get("cursor") {
+        Some(c) if c.is_empty() || c.len() > MAX_CURSOR_BYTES => {
+            Err(ApiError::BadRequest(format!("cursor: {c:?} is not a cursor")))
+        }
+        other => Ok(other.cloned()),
+    }
+}
+
 fn u64_param(params: &HashMap<String, String>, name: &str) -> ApiResult<Option<u64>> {
     params
         .get(name)
@@ -209,16 +250,18 @@ struct LoginBody {
 }
 
 async fn login(State(app): AppState, body: Bytes) -> ApiResult<Response> {
-    let body: LoginBody = parse_body(&body)?;
-    let app2 = Arc::clone(&app);
-    let checked =
-        blocking(move || app2.auth.check_login(&body.username, &body.password, body.totp.as_deref())).await?;
-    match checked {
-        Err((updated, error)) => {
-            if let Some(user) = updated {
-                let locked = user.locked_until > 0;
-                let op = Auth::put_user_op(&user)?;
-                if locked {
+    let body: Arc<LoginBody> = Arc::new(parse_body(&body)?);
+    for _ in 0..MAX_LOGIN_ATTEMPTS {
+        let (app2, b) = (Arc::clone(&app), Arc::clone(&body));
+        let checked =
+            blocking(move || app2.auth.check_login(&b.username, &b.password, b.totp.as_deref())).await?;
+        // Every write of the account is conditional on the record read: two logins at once on
+        // two members (the same TOTP code, failures counted) cannot both win.
+        let written = match checked {
+            Err((None, error)) => return Err(error),
+            Err((Some((before, user)), error)) => {
+                let ops = vec![Auth::expect_user_op(&user.username, before), Auth::put_user_op(&user)?];
+                let written = if user.locked_until > 0 {
                     let event = AuditEvent {
                         actor: "system".into(),
                         action: "user.lockout".into(),
@@ -226,36 +269,53 @@ async fn login(State(app): AppState, body: Bytes) -> ApiResult<Response> {
                         before: Value::Null,
                         after: json!({"locked_until": user.locked_until}),
                     };
-                    app.audit.commit(vec![op], event)?;
+                    app.audit.commit(ops, event).await.map(|_| ())
                 } else {
-                    app.control.write(vec![op])?;
+                    app.control.write(ops).await
+                };
+                match written {
+                    Ok(()) => return Err(error),
+                    Err(e) => Err(e),
                 }
             }
-            Err(error)
-        }
-        Ok(user) => {
-            let (token, session, op) = app.auth.new_session(&user)?;
-            let event = AuditEvent {
-                actor: format!("user:{}", user.username),
-                action: "session.create".into(),
-                target: format!("user:{}", user.username),
-                before: Value::Null,
-                after: json!({"expires_at": session.expires_at}),
-            };
-            app.audit.commit(vec![Auth::put_user_op(&user)?, op], event)?;
-            let secure = if app.config.secure_cookies { "; Secure" } else { "" };
-            let cookie = format!(
-                "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-                crate::auth::SESSION_SECONDS
-            );
-            let body = json!({"csrf": session.csrf, "user": user.public()});
-            let mut response = Json(body).into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, v);
+            Ok((before, user)) => {
+                let (token, session, op) = app.auth.new_session(&user)?;
+                let event = AuditEvent {
+                    actor: format!("user:{}", user.username),
+                    action: "session.create".into(),
+                    target: format!("user:{}", user.username),
+                    before: Value::Null,
+                    after: json!({"expires_at": session.expires_at}),
+                };
+                let ops = vec![Auth::expect_user_op(&user.username, before), Auth::put_user_op(&user)?, op];
+                match app.audit.commit(ops, event).await {
+                    Ok(_) => return Ok(session_response(&app, &token, &session.csrf, &user)),
+                    Err(e) => Err(e),
+                }
             }
-            Ok(response)
+        };
+        match written {
+            // The account changed since it was read: check again against what it is now.
+            Err(StoreError::Changed(_)) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
         }
     }
+    Err(ApiError::Unavailable("the account kept changing during the login; try again".into()))
+}
+
+fn session_response(app: &App, token: &str, csrf: &str, user: &crate::auth::UserRecord) -> Response {
+    let secure = if app.config.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        crate::auth::SESSION_SECONDS
+    );
+    let body = json!({"csrf": csrf, "user": user.public()});
+    let mut response = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
 }
 
 async fn logout(State(app): AppState, p: Principal) -> ApiResult<Response> {
@@ -267,7 +327,7 @@ async fn logout(State(app): AppState, p: Principal) -> ApiResult<Response> {
             before: Value::Null,
             after: Value::Null,
         };
-        app.audit.commit(vec![Auth::delete_session_op(token_hash)], event)?;
+        app.audit.commit(vec![Auth::delete_session_op(token_hash)], event).await?;
     }
     let mut response = Json(json!({"ok": true})).into_response();
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -330,7 +390,16 @@ async fn create_user(
         before: Value::Null,
         after: record.public(),
     };
-    app.audit.commit(vec![Auth::put_user_op(&record)?], event)?;
+    let ops = vec![
+        ControlOp::Expect { space: Space::Users, key: record.username.clone(), value: None },
+        Auth::put_user_op(&record)?,
+    ];
+    match app.audit.commit(ops, event).await {
+        Err(StoreError::Changed(_)) => {
+            return Err(ApiError::Conflict(format!("user {:?} exists", record.username)))
+        }
+        other => other?,
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({"user": record.public(), "credentials": secrets, "shown_once": true})),
@@ -353,7 +422,7 @@ async fn disable_user(
         before,
         after: user.public(),
     };
-    app.audit.commit(vec![Auth::put_user_op(&user)?], event)?;
+    app.audit.commit(vec![Auth::put_user_op(&user)?], event).await?;
     Ok(Json(json!({"user": user.public()})))
 }
 
@@ -387,7 +456,7 @@ async fn create_key(State(app): AppState, p: Principal, body: Bytes) -> ApiResul
         before: Value::Null,
         after: record.public(),
     };
-    app.audit.commit(vec![Auth::put_key_op(&record)?], event)?;
+    app.audit.commit(vec![Auth::put_key_op(&record)?], event).await?;
     Ok((StatusCode::CREATED, Json(json!({"api_key": record.public(), "key": key, "shown_once": true}))))
 }
 
@@ -404,7 +473,7 @@ async fn revoke_key(State(app): AppState, p: Principal, Path(id): Path<String>) 
             before,
             after: key.public(),
         };
-        app.audit.commit(vec![Auth::put_key_op(&key)?], event)?;
+        app.audit.commit(vec![Auth::put_key_op(&key)?], event).await?;
         app.auth.forget_key(&id);
     }
     Ok(Json(json!({"api_key": key.public()})))
@@ -462,7 +531,7 @@ async fn create_partner(
         before: Value::Null,
         after: after.clone(),
     };
-    app.audit.commit(Vec::new(), event)?;
+    app.audit.commit(Vec::new(), event).await?;
     Ok((StatusCode::CREATED, Json(after)))
 }
 
@@ -499,7 +568,7 @@ async fn add_contract(
         before,
         after: after.clone(),
     };
-    app.audit.commit(Vec::new(), event)?;
+    app.audit.commit(Vec::new(), event).await?;
     Ok((StatusCode::CREATED, Json(after)))
 }
 
@@ -625,7 +694,7 @@ pub(crate) fn tx_query(p: &Principal, q: &HashMap<String, String>) -> ApiResult<
         period_start: instant_param(q, "period")?,
         received_from: instant_param(q, "from")?,
         received_to: instant_param(q, "to")?,
-        before: u64_param(q, "cursor")?,
+        before: cursor_param(q)?,
         limit: limit_param(q)?,
     })
 }
@@ -635,7 +704,7 @@ async fn list_transactions(State(app): AppState, p: Principal, Query(q): Params)
     let page = app.read.transactions(query).await?;
     Ok(Json(json!({
         "transactions": page.items.iter().map(views::tx_record).collect::<Vec<_>>(),
-        "next_cursor": page.next.map(|c| c.to_string()),
+        "next_cursor": page.next,
     })))
 }
 
@@ -707,9 +776,16 @@ fn resolution_key(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-pub(crate) fn resolution(app: &App, seq: u64) -> ApiResult<Option<Value>> {
+/// An exception's resolution: the backend's, or the one the API keeps in the control store.
+pub(crate) fn resolution(app: &App, e: &ExceptionItem) -> ApiResult<Option<Value>> {
+    if let Some(r) = &e.resolution {
+        return Ok(Some(views::resolution(r)));
+    }
+    if app.mutate.resolves_exceptions() {
+        return Ok(None);
+    }
     app.control
-        .get(Space::Resolutions, &resolution_key(seq))?
+        .get(Space::Resolutions, &resolution_key(e.seq))?
         .map(|b| serde_json::from_slice(&b).map_err(|e| ApiError::Internal(e.to_string())))
         .transpose()
 }
@@ -735,22 +811,17 @@ async fn list_exceptions(State(app): AppState, p: Principal, Query(q): Params) -
     }
     let page = app
         .read
-        .exceptions(ExceptionQuery {
-            partner,
-            reason,
-            after: u64_param(&q, "cursor")?,
-            limit: limit_param(&q)?,
-        })
+        .exceptions(ExceptionQuery { partner, reason, after: cursor_param(&q)?, limit: limit_param(&q)? })
         .await?;
     let mut items = Vec::new();
     for e in &page.items {
-        let r = resolution(&app, e.seq)?;
+        let r = resolution(&app, e)?;
         let status = if r.is_some() { "resolved" } else { "open" };
         if want.as_deref().is_none_or(|w| w == status) {
             items.push(views::exception(e, r.as_ref()));
         }
     }
-    Ok(Json(json!({"exceptions": items, "next_cursor": page.next.map(|c| c.to_string())})))
+    Ok(Json(json!({"exceptions": items, "next_cursor": page.next})))
 }
 
 fn parse_seq(seq: &str) -> ApiResult<u64> {
@@ -767,7 +838,7 @@ async fn get_exception(
     let e =
         app.read.exception(seq).await?.ok_or_else(|| ApiError::NotFound(format!("no exception {seq}")))?;
     check_exception_scope(&p, &e)?;
-    Ok(Json(views::exception(&e, resolution(&app, seq)?.as_ref())))
+    Ok(Json(views::exception(&e, resolution(&app, &e)?.as_ref())))
 }
 
 #[derive(serde::Deserialize)]
@@ -794,18 +865,18 @@ async fn resolve_exception(
     let _one_at_a_time = app.resolving.lock().await;
     let e =
         app.read.exception(seq).await?.ok_or_else(|| ApiError::NotFound(format!("no exception {seq}")))?;
-    if resolution(&app, seq)?.is_some() {
+    if resolution(&app, &e)?.is_some() {
         return Err(ApiError::Conflict(format!("exception {seq} is already resolved")));
     }
     let before = views::exception(&e, None);
-    let at = settle_core::Instant::from_system_time(std::time::SystemTime::now()).to_rfc3339();
-    let record = match body.action.as_str() {
+    let now = settle_core::Instant::from_system_time(std::time::SystemTime::now());
+    let action = match body.action.as_str() {
         "reject" => {
             let reason = body
                 .reason
                 .filter(|r| !r.trim().is_empty())
                 .ok_or_else(|| ApiError::BadRequest("reject needs a reason".into()))?;
-            json!({"action": "reject", "reason": reason, "by": actor(&p), "at": at})
+            ResolveAction::Reject { reason }
         }
         "retry" => {
             let original = e
@@ -825,23 +896,51 @@ async fn resolve_exception(
             }
             fields.retain(|_, v| !v.is_null());
             let new_id = body.id.unwrap_or_else(|| format!("{}~{seq}", e.id));
-            fields.insert("id".into(), Value::String(new_id.clone()));
+            fields.insert("id".into(), Value::String(new_id));
             let tx = settle_core::scenario::parse_transaction(
                 &Value::Object(fields),
                 "corrected",
                 Some(Instant(0)),
             )
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let results = app.mutate.submit(vec![tx]).await?;
-            let outcome = results.first().map(|r| views::outcome(&r.outcome, None)).unwrap_or(Value::Null);
-            json!({"action": "retry", "retry_id": new_id, "outcome": outcome, "by": actor(&p), "at": at})
+            ResolveAction::Retry { tx: Box::new(tx) }
         }
         other => return Err(ApiError::BadRequest(format!("action {other:?} is not retry or reject"))),
     };
-    let op = ControlOp::Put {
-        space: Space::Resolutions,
-        key: resolution_key(seq),
-        value: serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?,
+    // (the exception as it now is, its resolution, what to write with the audit record)
+    let (resolved, record, ops) = if app.mutate.resolves_exceptions() {
+        // The backend resolves it in the exception's own log (every replica agrees); it is
+        // audited here once it is.
+        match app.mutate.resolve_exception(seq, action, actor(&p), now).await? {
+            ResolveResult::Resolved(item) => {
+                let record = resolution(&app, &item)?.unwrap_or(Value::Null);
+                (*item, record, Vec::new())
+            }
+            ResolveResult::AlreadyResolved(_) => {
+                return Err(ApiError::Conflict(format!("exception {seq} is already resolved")))
+            }
+            ResolveResult::NotFound => return Err(ApiError::NotFound(format!("no exception {seq}"))),
+        }
+    } else {
+        let at = now.to_rfc3339();
+        let record = match action {
+            ResolveAction::Reject { reason } => {
+                json!({"action": "reject", "reason": reason, "by": actor(&p), "at": at})
+            }
+            ResolveAction::Retry { tx } => {
+                let new_id = tx.id.as_str().to_string();
+                let results = app.mutate.submit(vec![*tx]).await?;
+                let outcome =
+                    results.first().map(|r| views::outcome(&r.outcome, None)).unwrap_or(Value::Null);
+                json!({"action": "retry", "retry_id": new_id, "outcome": outcome, "by": actor(&p), "at": at})
+            }
+        };
+        let op = ControlOp::Put {
+            space: Space::Resolutions,
+            key: resolution_key(seq),
+            value: serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?,
+        };
+        (e, record, vec![op])
     };
     let event = AuditEvent {
         actor: actor(&p),
@@ -850,8 +949,8 @@ async fn resolve_exception(
         before,
         after: record.clone(),
     };
-    app.audit.commit(vec![op], event)?;
-    Ok(Json(views::exception(&e, Some(&record))))
+    app.audit.commit(ops, event).await?;
+    Ok(Json(views::exception(&resolved, Some(&record))))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -881,7 +980,7 @@ async fn publish_rates(State(app): AppState, p: Principal, body: Bytes) -> ApiRe
         before: Value::Null,
         after,
     };
-    app.audit.commit(Vec::new(), event)?;
+    app.audit.commit(Vec::new(), event).await?;
     Ok(Json(json!({"published": body.rates.len()})))
 }
 
@@ -951,9 +1050,19 @@ async fn overview(State(app): AppState, p: Principal) -> ApiResult<Json<Value>> 
         .map(|n| json!({"id": n.id, "role": n.role, "up": n.up, "detail": n.detail}))
         .collect();
     let partners = app.read.partners().await?.len();
+    let cluster = app.read.cluster().await?;
+    let nodes = match &cluster {
+        Some(view) => view
+            .nodes
+            .iter()
+            .map(|n| json!({"id": n.id, "role": n.role, "up": n.up, "detail": n.detail}))
+            .collect(),
+        None => nodes,
+    };
     Ok(Json(json!({
         "counters": {"commits": c.commits, "transactions": c.transactions, "in_flight": c.in_flight},
         "partners": partners,
+        "cluster": cluster.as_ref().map(views::cluster),
         "samples": app.metrics.recent_samples(),
         "top_partners": app.metrics.top_partners(crate::metrics::TOP_PARTNERS)
             .into_iter().map(|(p, n)| json!({"partner": p, "transactions": n})).collect::<Vec<_>>(),

@@ -1,7 +1,7 @@
 //! JSON renderings of the read model. Money is always a decimal string with exactly the
 //! currency's decimals (the spec's representation), never a JSON number; instants are RFC 3339.
 
-use crate::model::{BalanceView, ExceptionItem, TxRecord};
+use crate::model::{BalanceView, ClusterView, ExceptionItem, ResolutionKind, ResolutionView, TxRecord};
 use serde_json::{json, Value};
 use settle_core::contract::{PeriodFee, SaleFee};
 use settle_core::cycle::CycleKind;
@@ -169,5 +169,40 @@ pub fn exception(e: &ExceptionItem, resolution: Option<&Value>) -> Value {
         "transaction": e.tx.as_ref().map(tx_input),
         "status": if resolution.is_some() { "resolved" } else { "open" },
         "resolution": resolution.cloned(),
+    })
+}
+
+/// A resolution in the shape the control-store resolutions have: `action`, `reason` or
+/// `retry_id` and `outcome`, `by`, `at` (and `pending` while a retry has no outcome yet).
+pub fn resolution(r: &ResolutionView) -> Value {
+    let at = r.at.to_rfc3339();
+    match &r.kind {
+        ResolutionKind::Reject { reason } => {
+            json!({"action": "reject", "reason": reason, "by": r.by, "at": at})
+        }
+        ResolutionKind::Retry { retry_id, outcome, settlement_currency } => json!({
+            "action": "retry", "retry_id": retry_id,
+            "outcome": outcome.as_ref().map(|o| self::outcome(o, *settlement_currency)),
+            "pending": outcome.is_none(), "by": r.by, "at": at,
+        }),
+    }
+}
+
+/// Cluster health: per shard its leader and replicas (applied index, lag), and a summary.
+pub fn cluster(c: &ClusterView) -> Value {
+    let led = |node: u64| c.shards.iter().filter(|s| s.leader == Some(node)).count();
+    let max_lag = c.shards.iter().flat_map(|s| s.replicas.iter().filter_map(|r| r.lag)).max();
+    json!({
+        "nodes": c.nodes.iter().map(|n| json!({
+            "id": n.id, "role": n.role, "up": n.up, "detail": n.detail, "leads": led(n.id),
+        })).collect::<Vec<_>>(),
+        "shards": c.shards.iter().map(|s| json!({
+            "shard": s.shard, "leader": s.leader,
+            "replicas": s.replicas.iter().map(|r| json!({
+                "node": r.node, "applied_index": r.applied_index.map(|i| i.to_string()), "lag": r.lag,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "shards_without_leader": c.shards.iter().filter(|s| s.leader.is_none()).count(),
+        "max_lag": max_lag,
     })
 }

@@ -12,15 +12,20 @@
 #![allow(clippy::result_large_err)]
 
 pub mod account;
+pub mod control;
 pub mod ids;
 pub mod log_store;
 pub mod meta;
 pub mod node;
+pub mod observe;
 pub mod raft_net;
+pub mod reads;
+pub mod resolve;
 pub mod shard;
 pub mod state_machine;
 pub mod transport;
 pub mod types;
+pub mod watermark;
 pub mod writer;
 
 pub use node::{ClusterError, ClusterHandle, ClusterOptions};

@@ -1,9 +1,54 @@
-//! The metadata group's state (the node registry and shard placement) and the node's local
-//! cluster configuration written at bootstrap.
+//! The metadata group's state (the node registry, shard placement, and the control plane: users,
+//! API keys, sessions, alert rules and the hash-chained audit trail) and the node's local cluster
+//! configuration written at bootstrap.
 
-use crate::types::{MetaCmd, NodeId};
+use crate::types::{MetaCmd, NodeId, META_GROUP};
 use serde::{Deserialize, Serialize};
+use settle_storage::RaftOp;
 use std::collections::BTreeMap;
+
+/// Why a control batch was refused (the start of its error text, which the node matches).
+pub const CONFLICT_AUDIT_HEAD: &str = "the audit chain moved on";
+pub const CONFLICT_CHANGED: &str = "changed meanwhile";
+
+/// One write of an atomic control batch. Preconditions (`Expect`, and an audit record's place
+/// in the chain) are checked when the entry is applied, in log order, so a read-modify-write
+/// made on any member is linearizable: it applies only if nothing changed the record since it
+/// was read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlOp {
+    Put {
+        space: u8,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        space: u8,
+        key: String,
+    },
+    /// The batch applies only if the record is exactly `value` now (`None`: absent).
+    Expect {
+        space: u8,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
+    /// The next audit record: it applies only if `seq` follows the chain's last record and
+    /// `prev` is that record's hash (the first record may have any `prev`).
+    Audit {
+        seq: u64,
+        prev: String,
+        hash: String,
+        record: Vec<u8>,
+    },
+}
+
+/// The last record of the audit chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: String,
+    pub record: Vec<u8>,
+}
 
 /// Default number of shard groups.
 pub const DEFAULT_SHARDS: u32 = 64;
@@ -45,17 +90,26 @@ impl ClusterConfig {
     }
 }
 
-/// The replicated registry.
+/// The replicated registry and control plane.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     /// Target replicas per shard, when changed from the initial placement.
     pub placement: BTreeMap<u32, Vec<NodeId>>,
+    /// Control records by space and key (also written to `meta_control`).
+    #[serde(default)]
+    pub control: BTreeMap<u8, BTreeMap<String, Vec<u8>>>,
+    /// The audit chain's last record (the chain itself is in `meta_audit`).
+    #[serde(default)]
+    pub audit_head: Option<AuditHead>,
 }
 
 impl MetaState {
-    pub fn apply(&mut self, cmd: &MetaCmd) -> Result<(), String> {
+    /// Applies a committed command; the records it changes go to `ops` (not during the rebuild
+    /// at start, when they are on disk already).
+    pub fn apply(&mut self, cmd: &MetaCmd, ops: Option<&mut Vec<RaftOp>>) -> Result<(), String> {
         match cmd {
+            MetaCmd::Control(batch) => return self.apply_control(batch, ops),
             MetaCmd::RegisterNode(info) => {
                 self.nodes.insert(info.id, info.clone());
             }
@@ -71,11 +125,156 @@ impl MetaState {
         }
         Ok(())
     }
+
+    /// Rebuilds the control records and the audit head from the group's `meta_control` and
+    /// `meta_audit` rows, for a state restored from those rows rather than by re-applying the
+    /// log (a snapshot). The head's hash is read from the last record (`hash` field).
+    pub fn restore_control(
+        &mut self,
+        records: Vec<settle_storage::ControlRow>,
+        audit_last: Option<(u64, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let mut control: BTreeMap<u8, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+        for (space, key, value) in records {
+            let key = String::from_utf8(key).map_err(|_| "a control key is not UTF-8".to_string())?;
+            control.entry(space).or_default().insert(key, value);
+        }
+        let audit_head = match audit_last {
+            None => None,
+            Some((seq, record)) => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&record).map_err(|e| format!("audit record {seq}: {e}"))?;
+                let hash =
+                    v["hash"].as_str().ok_or_else(|| format!("audit record {seq} has no hash"))?.to_string();
+                Some(AuditHead { seq, hash, record })
+            }
+        };
+        self.control = control;
+        self.audit_head = audit_head;
+        Ok(())
+    }
+
+    pub fn control_get(&self, space: u8, key: &str) -> Option<&Vec<u8>> {
+        self.control.get(&space).and_then(|m| m.get(key))
+    }
+
+    /// Checks every precondition first, so that a refused batch changes nothing.
+    fn apply_control(&mut self, batch: &[ControlOp], ops: Option<&mut Vec<RaftOp>>) -> Result<(), String> {
+        let mut head = self.audit_head.as_ref().map(|h| (h.seq, h.hash.as_str()));
+        for op in batch {
+            match op {
+                ControlOp::Expect { space, key, value } => {
+                    if self.control_get(*space, key) != value.as_ref() {
+                        return Err(format!("{CONFLICT_CHANGED}: record {key:?} of space {space}"));
+                    }
+                }
+                ControlOp::Audit { seq, prev, hash, .. } => {
+                    let follows = match head {
+                        None => *seq == 0,
+                        Some((last, last_hash)) => Some(*seq) == last.checked_add(1) && prev == last_hash,
+                    };
+                    if !follows {
+                        return Err(format!("{CONFLICT_AUDIT_HEAD}: record {seq} does not follow the head"));
+                    }
+                    head = Some((*seq, hash.as_str()));
+                }
+                ControlOp::Put { .. } | ControlOp::Delete { .. } => {}
+            }
+        }
+        let mut out = Vec::new();
+        for op in batch {
+            match op {
+                ControlOp::Put { space, key, value } => {
+                    self.control.entry(*space).or_default().insert(key.clone(), value.clone());
+                    out.push(RaftOp::PutControl {
+                        group: META_GROUP,
+                        space: *space,
+                        key: key.clone().into_bytes(),
+                        value: value.clone(),
+                    });
+                }
+                ControlOp::Delete { space, key } => {
+                    if let Some(m) = self.control.get_mut(space) {
+                        m.remove(key);
+                    }
+                    out.push(RaftOp::DeleteControl {
+                        group: META_GROUP,
+                        space: *space,
+                        key: key.clone().into_bytes(),
+                    });
+                }
+                ControlOp::Audit { seq, hash, record, .. } => {
+                    self.audit_head =
+                        Some(AuditHead { seq: *seq, hash: hash.clone(), record: record.clone() });
+                    out.push(RaftOp::PutAudit { group: META_GROUP, seq: *seq, record: record.clone() });
+                }
+                ControlOp::Expect { .. } => {}
+            }
+        }
+        if let Some(ops) = ops {
+            ops.extend(out);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn audit(seq: u64, prev: &str, hash: &str) -> ControlOp {
+        ControlOp::Audit { seq, prev: prev.into(), hash: hash.into(), record: hash.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn control_batches_apply_only_when_their_preconditions_hold() {
+        let mut m = MetaState::default();
+        let put = |v: &[u8]| ControlOp::Put { space: 1, key: "admin".into(), value: v.to_vec() };
+        let expect = |v: Option<&[u8]>| ControlOp::Expect {
+            space: 1,
+            key: "admin".into(),
+            value: v.map(<[u8]>::to_vec),
+        };
+        let mut ops = Vec::new();
+        assert_eq!(
+            m.apply(&MetaCmd::Control(vec![expect(None), put(b"a"), audit(0, "g", "h0")]), Some(&mut ops)),
+            Ok(())
+        );
+        assert_eq!(ops.len(), 2);
+        // A second "create if absent" loses, and changes nothing (not even the audit head).
+        let err = m
+            .apply(&MetaCmd::Control(vec![expect(None), put(b"b"), audit(1, "h0", "h1")]), None)
+            .unwrap_err();
+        assert!(err.starts_with(CONFLICT_CHANGED), "{err}");
+        assert_eq!(m.control_get(1, "admin"), Some(&b"a".to_vec()));
+        assert_eq!(m.audit_head.as_ref().map(|h| h.seq), Some(0));
+        // An audit record must follow the head: right sequence, right predecessor.
+        for bad in [audit(2, "h0", "x"), audit(1, "nope", "x"), audit(0, "g", "x")] {
+            let err = m.apply(&MetaCmd::Control(vec![put(b"c"), bad]), None).unwrap_err();
+            assert!(err.starts_with(CONFLICT_AUDIT_HEAD), "{err}");
+        }
+        assert_eq!(m.control_get(1, "admin"), Some(&b"a".to_vec()));
+        let cas = vec![expect(Some(b"a")), put(b"c"), audit(1, "h0", "h1"), audit(2, "h1", "h2")];
+        assert_eq!(m.apply(&MetaCmd::Control(cas), None), Ok(()));
+        assert_eq!(m.control_get(1, "admin"), Some(&b"c".to_vec()));
+        assert_eq!(m.audit_head.as_ref().map(|h| (h.seq, h.hash.as_str())), Some((2, "h2")));
+        let del = vec![ControlOp::Delete { space: 1, key: "admin".into() }];
+        assert_eq!(m.apply(&MetaCmd::Control(del), None), Ok(()));
+        assert_eq!(m.control_get(1, "admin"), None);
+    }
+
+    #[test]
+    fn control_state_is_rebuilt_from_its_rows() {
+        let mut m = MetaState::default();
+        let put = ControlOp::Put { space: 2, key: "k1".into(), value: b"v".to_vec() };
+        let record = serde_json::to_vec(&serde_json::json!({"seq": 0, "hash": "h0"})).unwrap();
+        let audit = ControlOp::Audit { seq: 0, prev: "g".into(), hash: "h0".into(), record: record.clone() };
+        let mut ops = Vec::new();
+        m.apply(&MetaCmd::Control(vec![put, audit]), Some(&mut ops)).unwrap();
+        let mut rebuilt = MetaState::default();
+        rebuilt.restore_control(vec![(2, b"k1".to_vec(), b"v".to_vec())], Some((0, record))).unwrap();
+        assert_eq!(rebuilt, m);
+    }
 
     #[test]
     fn initial_placement_spreads_replicas_and_leaders() {

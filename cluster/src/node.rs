@@ -2,7 +2,6 @@
 //! shared log writer and database, the peer endpoint, and the client-facing operations that
 //! route by partner to the shard's leader (proposing locally or forwarding to the leader node).
 
-use crate::account::Balance;
 use crate::log_store::LogStore;
 use crate::meta::{ClusterConfig, NodeInfo};
 use crate::raft_net::GroupNetwork;
@@ -90,9 +89,9 @@ pub struct ClusterOptions {
     pub tls: PeerTls,
 }
 
-struct Group {
-    raft: Raft,
-    sm: GroupSm,
+pub(crate) struct Group {
+    pub(crate) raft: Raft,
+    pub(crate) sm: GroupSm,
 }
 
 impl std::fmt::Debug for Group {
@@ -114,6 +113,8 @@ struct Inner {
     opener: GroupOpener,
     /// Held while a group is created on demand (a leader placed a replica here).
     opening: tokio::sync::Mutex<()>,
+    /// What this node did as a leader, and what it saw of its groups (metrics).
+    stats: crate::observe::Stats,
 }
 
 /// The peer id under which a joining node reaches the member named by `--join`.
@@ -304,6 +305,7 @@ impl ClusterHandle {
                 batchers,
                 opener,
                 opening: tokio::sync::Mutex::new(()),
+                stats: crate::observe::Stats::default(),
                 id: opts.id,
                 info: std::sync::Mutex::new(info),
                 config,
@@ -354,7 +356,24 @@ impl ClusterHandle {
         self.inner.config.shards
     }
 
-    fn group(&self, group: GroupId) -> Option<Arc<Group>> {
+    pub(crate) fn db(&self) -> &Arc<RaftDb> {
+        &self.inner.opener.db
+    }
+
+    pub(crate) fn peers(&self) -> &Peers {
+        &self.inner.peers
+    }
+
+    pub(crate) fn stats(&self) -> &crate::observe::Stats {
+        &self.inner.stats
+    }
+
+    /// This node's replicas: group and Raft handle.
+    pub(crate) fn rafts(&self) -> Vec<(GroupId, Raft)> {
+        self.all_groups().into_iter().map(|(g, x)| (g, x.raft.clone())).collect()
+    }
+
+    pub(crate) fn group(&self, group: GroupId) -> Option<Arc<Group>> {
         self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
     }
 
@@ -430,6 +449,7 @@ impl ClusterHandle {
                 let Some(inner) = weak.upgrade() else { return };
                 let me = ClusterHandle { inner };
                 me.drop_removed_replicas().await;
+                me.observe_groups();
                 let at = now();
                 for (group, g) in me.all_groups() {
                     if group == META_GROUP || g.raft.metrics().borrow().state != ServerState::Leader {
@@ -454,7 +474,12 @@ impl ClusterHandle {
             other => other,
         };
         match g.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => {
+                if let Resp::Txs(results) = &resp.data {
+                    self.inner.stats.committed_as_leader(results.len());
+                }
+                Ok(resp.data)
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ForwardError::NotLeader(f.leader_id))
             }
@@ -514,7 +539,7 @@ impl ClusterHandle {
         }
     }
 
-    fn some_member(&self, n: usize) -> Option<NodeId> {
+    pub(crate) fn some_member(&self, n: usize) -> Option<NodeId> {
         let members: Vec<NodeId> = self.inner.config.initial.keys().copied().collect();
         members.get(n % members.len().max(1)).copied()
     }
@@ -730,7 +755,7 @@ impl ClusterHandle {
     }
 
     /// Waits (briefly) until the local replica knows a leader other than `old`.
-    async fn wait_for_leader_change(&self, group: GroupId, old: Option<NodeId>) {
+    pub(crate) async fn wait_for_leader_change(&self, group: GroupId, old: Option<NodeId>) {
         let pause = Duration::from_millis(HEARTBEAT_MS);
         match self.group(group) {
             Some(g) => {
@@ -758,6 +783,7 @@ impl ClusterHandle {
         if txs.len() > MAX_SUBMIT_TXS {
             return Err(ClusterError::Rejected(format!("at most {MAX_SUBMIT_TXS} transactions at once")));
         }
+        let _in_flight = self.inner.stats.admit(txs.len());
         let shards = self.inner.config.shards;
         let mut by_shard: BTreeMap<u32, (Vec<usize>, Vec<TxInput>)> = BTreeMap::new();
         for (pos, tx) in txs.into_iter().enumerate() {
@@ -843,49 +869,6 @@ impl ClusterHandle {
     ) -> Result<(), ClusterError> {
         let group = shard_group(shard_of(partner, self.inner.config.shards));
         Self::done(self.propose(group, Cmd::AddVersion(Arc::new((partner.to_string(), version)))).await?)
-    }
-
-    async fn local_balance(&self, g: &Group, partner: &str) -> Result<Option<Balance>, ForwardError> {
-        match g.raft.ensure_linearizable().await {
-            Ok(_) => {}
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                return Err(ForwardError::NotLeader(f.leader_id))
-            }
-            Err(e) => return Err(ForwardError::Failed(e.to_string())),
-        }
-        match &g.sm.lock().kind {
-            SmKind::Shard(shard) => Ok(shard.balance(partner)),
-            SmKind::Meta(_) => Err(ForwardError::Failed("not a shard".into())),
-        }
-    }
-
-    /// A partner's balance, read linearizably on its shard's leader.
-    pub async fn balance(&self, partner: &str) -> Result<Option<Balance>, ClusterError> {
-        let group = shard_group(shard_of(partner, self.inner.config.shards));
-        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-        let local = self.group(group);
-        loop {
-            let leader = local.as_ref().and_then(|g| g.raft.metrics().borrow().current_leader);
-            let attempt = match (leader, &local) {
-                (Some(l), Some(g)) if l == self.inner.id => self.local_balance(g, partner).await,
-                (Some(l), _) => {
-                    let req = PeerReq::Balance { group, partner: partner.to_string() };
-                    match self.inner.peers.call(l, &req, FORWARD_TIMEOUT).await {
-                        Ok(PeerResp::Balance(r)) => r,
-                        Ok(_) => Err(ForwardError::Failed("unexpected answer".into())),
-                        Err(e) => Err(ForwardError::Failed(e.to_string())),
-                    }
-                }
-                (None, _) => Err(ForwardError::NotLeader(None)),
-            };
-            match attempt {
-                Ok(b) => return Ok(b),
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(ClusterError::Unavailable(format!("group {group}: {e}")))
-                }
-                Err(_) => self.wait_for_leader_change(group, leader).await,
-            }
-        }
     }
 
     /// This node's view of its groups.
@@ -1088,11 +1071,11 @@ impl PeerService for ClusterHandle {
                 Some(g) => PeerResp::Forward(self.local_write(&g, cmd).await),
                 None => PeerResp::Forward(Err(ForwardError::NotLeader(None))),
             },
-            PeerReq::Balance { group, partner } => match self.group(group) {
-                Some(g) => PeerResp::Balance(self.local_balance(&g, &partner).await),
-                None => PeerResp::Balance(Err(ForwardError::NotLeader(None))),
-            },
             PeerReq::Status => PeerResp::Status(Box::new(self.local_status())),
+            PeerReq::Read { group, read } => match self.group(group) {
+                Some(g) => PeerResp::Read(self.local_read(&g, read).await),
+                None => PeerResp::Read(Err(ForwardError::NotLeader(None))),
+            },
         }
     }
 }

@@ -6,13 +6,32 @@
 use crate::account::{AccountCell, Balance};
 use crate::types::{Cmd, Resp, TxBatch};
 use settle_core::tx::TxResult;
-use settle_core::{ExceptionReason, FxTable, IdCheck, IdIndex, Instant, Outcome, Partner, Span, Statement};
-use settle_storage::RaftOp;
+use settle_core::{
+    Currency, ExceptionReason, FxTable, IdCheck, IdIndex, Instant, Outcome, Partner, Span, Statement, TxInput,
+};
+use settle_storage::{RaftOp, Resolution, ResolutionAction, TxLog};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// Longest partner id accepted at registration, in bytes (as the standalone engine).
 pub const MAX_PARTNER_ID_BYTES: usize = 128;
+
+/// Where an exception of the queue stands (what applying a resolution must decide on; the
+/// exception's transaction and its resolution are in `shard_exceptions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExceptionState {
+    Open,
+    /// A retry under this id is claimed and not yet answered.
+    Claimed(Box<str>),
+    Resolved,
+}
+
+/// One exception of the shard's queue, in memory. Exceptions are never removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExceptionSlot {
+    pub received_at: Instant,
+    pub state: ExceptionState,
+}
 
 #[derive(Debug)]
 pub struct ShardState {
@@ -26,6 +45,8 @@ pub struct ShardState {
     hash_seed: u64,
     /// Stamps applied never go back, even across a change of leader whose clock is behind.
     last_stamp: Instant,
+    /// The exception queue, by number (log order).
+    exceptions: Vec<ExceptionSlot>,
     /// Scratch lists, reused.
     statements: Vec<Statement>,
     touched: Vec<u32>,
@@ -43,18 +64,21 @@ impl ShardState {
             fx_max_age,
             hash_seed: s,
             last_stamp: Instant(i128::MIN),
+            exceptions: Vec::new(),
             statements: Vec::new(),
             touched: Vec::new(),
         }
     }
 
-    /// Applies one committed command. Query records (account summaries, statements) of what
-    /// changed go to `ops`, when given (not during the rebuild at start).
-    pub fn apply(&mut self, cmd: &Cmd, ops: Option<&mut Vec<RaftOp>>) -> Resp {
+    /// Applies the committed command at log `index`. Query records (account summaries,
+    /// statements, the history row, exceptions and resolutions) of what changed go to `ops`,
+    /// when given (not during the rebuild at start, when they are on disk already).
+    pub fn apply(&mut self, index: u64, cmd: &Cmd, mut ops: Option<&mut Vec<RaftOp>>) -> Resp {
         self.statements.clear();
         self.touched.clear();
         let resp = match cmd {
-            Cmd::Txs(batch) => Resp::Txs(self.apply_txs(batch)),
+            Cmd::Txs(batch) => Resp::Txs(self.apply_txs(index, batch, ops.as_deref_mut())),
+            Cmd::Resolve(r) => Resp::Done(self.resolve(r.0, &r.1, ops.as_deref_mut())),
             Cmd::Rates(rates) => {
                 for rate in rates.iter() {
                     self.fx.insert(rate.clone());
@@ -102,10 +126,13 @@ impl ShardState {
         self.last_stamp
     }
 
-    fn apply_txs(&mut self, batch: &TxBatch) -> Vec<TxResult> {
+    fn apply_txs(&mut self, index: u64, batch: &TxBatch, ops: Option<&mut Vec<RaftOp>>) -> Vec<TxResult> {
         let at = self.stamp(batch.received_at);
         let mut results = Vec::with_capacity(batch.txs.txs.len());
-        for tx in &batch.txs.txs {
+        // The entry's history row (only when records are written: the rebuild at start has them).
+        let mut log = ops.is_some().then(|| TxLog::with_capacity(batch.txs.txs.len()));
+        let mut new_exceptions = Vec::new();
+        for (pos, tx) in batch.txs.txs.iter().enumerate() {
             // Replicas decode transactions already stamped; only a stamp that moved (a new
             // leader's clock behind) or the leader's own undecoded copy needs a stamped clone.
             let stamped;
@@ -117,30 +144,96 @@ impl ShardState {
                 stamped = copy;
                 &stamped
             };
+            let pos = pos as u64;
             let account =
                 settle_core::tx::text_field(tx.partner.as_deref()).and_then(|p| self.by_id.get(p)).copied();
             let result = match account {
                 Some(i) => {
                     self.touched.push(i);
                     let cell = &mut self.cells[i as usize];
-                    cell.apply(0, tx, &self.fx, self.fx_max_age, None, &mut self.statements)
+                    cell.apply(pos, tx, &self.fx, self.fx_max_age, log.as_mut(), &mut self.statements)
                 }
-                None => match self.unowned.check(tx) {
-                    IdCheck::New => {
-                        let outcome = Outcome::Exception(ExceptionReason::UnknownPartner);
-                        self.unowned.record(tx.clone(), outcome.clone());
-                        TxResult { outcome, duplicate: false }
+                None => {
+                    let result = match self.unowned.check(tx) {
+                        IdCheck::New => {
+                            let outcome = Outcome::Exception(ExceptionReason::UnknownPartner);
+                            self.unowned.record(tx.clone(), outcome.clone());
+                            TxResult { outcome, duplicate: false }
+                        }
+                        IdCheck::Repeat(outcome) => TxResult { outcome, duplicate: true },
+                        IdCheck::Conflict => TxResult {
+                            outcome: Outcome::Exception(ExceptionReason::DuplicateConflict),
+                            duplicate: false,
+                        },
+                    };
+                    // As an account logs (every transaction but a plain repeat).
+                    if let (Some(log), false) = (log.as_mut(), result.duplicate) {
+                        log.push(pos, tx, &result.outcome);
                     }
-                    IdCheck::Repeat(outcome) => TxResult { outcome, duplicate: true },
-                    IdCheck::Conflict => TxResult {
-                        outcome: Outcome::Exception(ExceptionReason::DuplicateConflict),
-                        duplicate: false,
-                    },
-                },
+                    result
+                }
             };
+            // Every logged exception joins the queue (repeats answer the first one's outcome).
+            if let (Outcome::Exception(reason), false) = (&result.outcome, result.duplicate) {
+                let number = self.exceptions.len() as u64;
+                self.exceptions.push(ExceptionSlot { received_at: at, state: ExceptionState::Open });
+                if log.is_some() {
+                    new_exceptions.push((number, Box::new(tx.clone()), *reason));
+                }
+            }
             results.push(result);
         }
+        if let (Some(ops), Some(log)) = (ops, log) {
+            for (number, tx, reason) in new_exceptions {
+                ops.push(RaftOp::PutException { group: self.group, number, tx, reason });
+            }
+            if !log.is_empty() {
+                ops.push(RaftOp::PutHistory { group: self.group, index, received_at: at, txs: log });
+            }
+        }
         results
+    }
+
+    /// A resolution of exception `number`: a rejection or a retry's claim resolves an open
+    /// exception; a retry's outcome completes the claim of the same retry id. Anything else is
+    /// refused and changes nothing (so two members resolving at once cannot both win).
+    fn resolve(
+        &mut self,
+        number: u64,
+        resolution: &Resolution,
+        ops: Option<&mut Vec<RaftOp>>,
+    ) -> Result<(), String> {
+        let slot = usize::try_from(number)
+            .ok()
+            .and_then(|n| self.exceptions.get_mut(n))
+            .ok_or_else(|| format!("no exception {number} in this shard"))?;
+        let next = match (&slot.state, &resolution.action) {
+            (ExceptionState::Open, ResolutionAction::Reject { .. }) => ExceptionState::Resolved,
+            (ExceptionState::Open, ResolutionAction::Retry { tx, outcome: None }) => {
+                ExceptionState::Claimed(tx.id.as_str().into())
+            }
+            (ExceptionState::Claimed(id), ResolutionAction::Retry { tx, outcome: Some(_) })
+                if **id == *tx.id.as_str() =>
+            {
+                ExceptionState::Resolved
+            }
+            (ExceptionState::Resolved, _) => return Err(format!("exception {number} is already resolved")),
+            (ExceptionState::Claimed(id), _) => {
+                return Err(format!("exception {number} has a retry under {id:?} in progress"))
+            }
+            (ExceptionState::Open, ResolutionAction::Retry { .. }) => {
+                return Err(format!("exception {number} has no retry to complete"))
+            }
+        };
+        slot.state = next;
+        if let Some(ops) = ops {
+            ops.push(RaftOp::PutResolution {
+                group: self.group,
+                number,
+                resolution: Box::new(resolution.clone()),
+            });
+        }
+        Ok(())
     }
 
     fn register(&mut self, partner: &Partner) -> Result<(), String> {
@@ -183,6 +276,79 @@ impl ShardState {
         self.cells.len()
     }
 
+    /// Every partner with every contract version, in id order.
+    pub fn partner_list(&self) -> Vec<Partner> {
+        let mut out: Vec<Partner> = self
+            .cells
+            .iter()
+            .map(|c| {
+                let a = &c.account;
+                Partner {
+                    id: a.id().to_string(),
+                    currency: a.currency(),
+                    since: a.since(),
+                    cycle: a.cycle().clone(),
+                    contract: a.contract().clone(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    pub fn currency_of(&self, partner: &str) -> Option<Currency> {
+        self.by_id.get(partner).map(|&i| self.cells[i as usize].account.currency())
+    }
+
+    /// The settlement period of `partner` containing `at`.
+    pub fn period_of(&self, partner: &str, at: Instant) -> Option<settle_core::Period> {
+        self.by_id.get(partner).and_then(|&i| self.cells[i as usize].account.cycle().period_containing(at))
+    }
+
+    /// Every recorded occurrence of the id: the first content and outcome in each account that
+    /// has it, and among transactions no account owns.
+    pub fn lookup(&self, id: &str) -> Result<Vec<(TxInput, Outcome)>, String> {
+        let mut out = Vec::new();
+        for cell in &self.cells {
+            if let Some(found) = cell.ids.lookup(id)? {
+                out.push(found);
+            }
+        }
+        if let Some((tx, outcome)) = self.unowned.get(id) {
+            out.push((tx.clone(), outcome.clone()));
+        }
+        Ok(out)
+    }
+
+    pub fn exceptions(&self) -> &[ExceptionSlot] {
+        &self.exceptions
+    }
+
+    /// Rebuilds the in-memory exception queue from the shard's `shard_exceptions` rows (in
+    /// number order), for a state restored from those rows rather than by re-applying the log
+    /// (a snapshot). Refuses rows with gaps.
+    pub fn restore_exceptions(
+        &mut self,
+        rows: impl IntoIterator<Item = settle_storage::ShardException>,
+    ) -> Result<(), String> {
+        let mut slots = Vec::new();
+        for row in rows {
+            if row.number != slots.len() as u64 {
+                return Err(format!("exception {} follows {}", row.number, slots.len()));
+            }
+            let state = match &row.resolution {
+                None => ExceptionState::Open,
+                Some(Resolution { action: ResolutionAction::Retry { tx, outcome: None }, .. }) => {
+                    ExceptionState::Claimed(tx.id.as_str().into())
+                }
+                Some(_) => ExceptionState::Resolved,
+            };
+            slots.push(ExceptionSlot { received_at: row.tx.received_at, state });
+        }
+        self.exceptions = slots;
+        Ok(())
+    }
+
     /// SHA-256 over the settled state, partners in id order: each partner's sub-ledger
     /// balances, open period, statements issued and number of recorded ids, then the FX table
     /// size and the unowned ids. Equal on replicas that applied the same entries.
@@ -205,6 +371,115 @@ impl ShardState {
         }
         h.update((self.unowned.len() as u64).to_be_bytes());
         h.update(self.last_stamp.0.to_be_bytes());
+        h.update((self.exceptions.len() as u64).to_be_bytes());
+        for slot in &self.exceptions {
+            match &slot.state {
+                ExceptionState::Open => h.update([0]),
+                ExceptionState::Claimed(id) => {
+                    h.update([1]);
+                    h.update(id.as_bytes());
+                }
+                ExceptionState::Resolved => h.update([2]),
+            }
+        }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::TxList;
+    use settle_storage::ShardException;
+    use std::sync::Arc;
+
+    fn partner(id: &str) -> Partner {
+        let value = serde_json::json!({"id": id, "settlement_currency": "EUR", "since": "2026-01-01T00:00:00Z",
+            "cycle": {"every": "daily", "cutoff": "00:00", "tz": "UTC"},
+            "contracts": [{"effective_from": "2026-01-01T00:00:00Z", "shares": [{"party": "partner", "percent": "100"}], "fees": []}]});
+        settle_core::scenario::parse_partner(&value, "partner").unwrap()
+    }
+
+    fn tx(id: &str, partner: &str, currency: &str) -> TxInput {
+        let value = serde_json::json!({"id": id, "partner": partner, "kind": "sale", "amount": "10.00",
+            "currency": currency, "occurred_at": "2026-01-02T10:00:00Z"});
+        settle_core::scenario::parse_transaction(&value, "tx", Some(Instant(0))).unwrap()
+    }
+
+    fn batch(txs: Vec<TxInput>) -> Cmd {
+        let at = Instant::parse_rfc3339("2026-01-02T10:00:01Z").unwrap();
+        Cmd::Txs(TxBatch { received_at: at, txs: Arc::new(TxList::new(txs)) })
+    }
+
+    fn resolve(number: u64, action: ResolutionAction) -> Cmd {
+        Cmd::Resolve(Arc::new((number, Resolution { action, by: "user:a".into(), at: Instant(9) })))
+    }
+
+    #[test]
+    fn entries_write_one_history_row_and_queue_exceptions_that_resolve_once() {
+        let mut shard = ShardState::new(3, Span::from_hours(24), 7);
+        let mut ops = Vec::new();
+        assert_eq!(
+            shard.apply(1, &Cmd::Register(Arc::new(partner("p"))), Some(&mut ops)),
+            Resp::Done(Ok(()))
+        );
+        ops.clear();
+        let txs =
+            vec![tx("a", "p", "EUR"), tx("b", "p", "XXX"), tx("c", "nobody", "EUR"), tx("a", "p", "EUR")];
+        let Resp::Txs(results) = shard.apply(2, &batch(txs), Some(&mut ops)) else { panic!() };
+        assert!(results[3].duplicate);
+        let rows: Vec<&RaftOp> = ops.iter().filter(|o| matches!(o, RaftOp::PutHistory { .. })).collect();
+        assert_eq!(rows.len(), 1, "one row per entry");
+        let RaftOp::PutHistory { index, txs, .. } = rows[0] else { panic!() };
+        assert_eq!((*index, txs.len()), (2, 3), "the repeat is not logged again");
+        let queued: Vec<(u64, &str)> = ops
+            .iter()
+            .filter_map(|o| match o {
+                RaftOp::PutException { number, tx, .. } => Some((*number, tx.id.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(queued, vec![(0, "b"), (1, "c")]);
+        // Reject once; a second resolution of any kind is refused.
+        let reject = || resolve(0, ResolutionAction::Reject { reason: "no".into() });
+        assert_eq!(shard.apply(3, &reject(), None), Resp::Done(Ok(())));
+        assert!(matches!(shard.apply(4, &reject(), None), Resp::Done(Err(_))));
+        // A retry is claimed, then completed with the same id only.
+        let retry = |id: &str, outcome: Option<Outcome>| {
+            resolve(1, ResolutionAction::Retry { tx: Box::new(tx(id, "p", "EUR")), outcome })
+        };
+        let applied = Some(Outcome::Exception(ExceptionReason::FxStale));
+        assert!(matches!(shard.apply(5, &retry("c~1", applied.clone()), None), Resp::Done(Err(_))));
+        assert_eq!(shard.apply(6, &retry("c~1", None), None), Resp::Done(Ok(())));
+        assert!(matches!(shard.apply(7, &reject(), None), Resp::Done(Err(_))));
+        assert!(matches!(shard.apply(8, &retry("other", applied.clone()), None), Resp::Done(Err(_))));
+        assert_eq!(shard.exceptions()[1].state, ExceptionState::Claimed("c~1".into()));
+        assert_eq!(shard.apply(9, &retry("c~1", applied.clone()), None), Resp::Done(Ok(())));
+        assert_eq!(shard.exceptions()[1].state, ExceptionState::Resolved);
+        assert!(matches!(
+            shard.apply(10, &resolve(2, ResolutionAction::Reject { reason: "x".into() }), None),
+            Resp::Done(Err(_))
+        ));
+        // The queue rebuilt from its rows equals the applied one.
+        let at = Instant::parse_rfc3339("2026-01-02T10:00:01Z").unwrap();
+        let row = |number: u64, id: &str, resolution: Option<Resolution>| {
+            let mut t = tx(id, "p", "EUR");
+            t.received_at = at;
+            ShardException { number, tx: t, reason: ExceptionReason::UnknownCurrency, resolution }
+        };
+        let done = |action| Some(Resolution { action, by: "user:a".into(), at: Instant(9) });
+        let mut rebuilt = ShardState::new(3, Span::from_hours(24), 7);
+        rebuilt
+            .restore_exceptions(vec![
+                row(0, "b", done(ResolutionAction::Reject { reason: "no".into() })),
+                row(
+                    1,
+                    "c",
+                    done(ResolutionAction::Retry { tx: Box::new(tx("c~1", "p", "EUR")), outcome: applied }),
+                ),
+            ])
+            .unwrap();
+        assert_eq!(rebuilt.exceptions(), shard.exceptions());
+        assert!(rebuilt.restore_exceptions(vec![row(1, "c", None)]).is_err());
     }
 }

@@ -11,6 +11,7 @@ use crate::meta::MetaState;
 use crate::shard::ShardState;
 use crate::types::{Cmd, META_GROUP};
 use crate::types::{Entry, GroupId, LogId, Resp, SnapshotData, StorageError, StoredMembership, TypeConfig};
+use crate::watermark::Watermark;
 use crate::writer::LogWriter;
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -43,9 +44,9 @@ impl SmInner {
                 Resp::Done(Ok(()))
             }
             EntryPayload::Normal(cmd) => match (&mut self.kind, cmd) {
-                (SmKind::Meta(meta), Cmd::Meta(m)) => Resp::Done(meta.apply(m)),
+                (SmKind::Meta(meta), Cmd::Meta(m)) => Resp::Done(meta.apply(m, ops)),
                 (SmKind::Meta(_), _) => Resp::Done(Err("a shard command reached the metadata group".into())),
-                (SmKind::Shard(shard), cmd) => shard.apply(cmd, ops),
+                (SmKind::Shard(shard), cmd) => shard.apply(entry.log_id.index, cmd, ops),
             },
         }
     }
@@ -57,6 +58,8 @@ pub struct GroupSm {
     group: GroupId,
     writer: LogWriter,
     inner: Arc<Mutex<SmInner>>,
+    /// How far the records of applied entries are written (reads of them wait for it).
+    written: Arc<Watermark>,
 }
 
 impl GroupSm {
@@ -100,11 +103,21 @@ impl GroupSm {
                 }
             }
         }
-        Ok(GroupSm { group, writer, inner: Arc::new(Mutex::new(inner)) })
+        // Everything applied so far was written before (the applied id rides with its records).
+        let written = Arc::new(Watermark::new(inner.applied.map(|l| l.index)));
+        Ok(GroupSm { group, writer, inner: Arc::new(Mutex::new(inner)), written })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, SmInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub fn written(&self) -> &Watermark {
+        &self.written
     }
 }
 
@@ -135,17 +148,26 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
     {
         let mut ops = Vec::new();
         let mut out = Vec::new();
-        let record = {
+        let (record, applied) = {
             let mut inner = self.lock();
             for entry in entries {
                 out.push(inner.apply_entry(&entry, Some(&mut ops)));
             }
-            bincode::serialize(&(inner.applied, &inner.membership)).map_err(io_write)?
+            let record = bincode::serialize(&(inner.applied, &inner.membership)).map_err(io_write)?;
+            (record, inner.applied.map(|l| l.index))
         };
         ops.push(RaftOp::PutState { group: self.group, what: RaftStateKey::Applied, value: record });
         // Written with the node's next log batch, in order after earlier state writes, without
         // waiting: the log is durable, and the state is rebuilt from it up to this applied id.
-        self.writer.submit_unsynced(ops);
+        let written = Arc::clone(&self.written);
+        self.writer.submit_unsynced_then(
+            ops,
+            Box::new(move |result| {
+                if result.is_ok() {
+                    written.advance(applied);
+                }
+            }),
+        );
         Ok(out)
     }
 

@@ -7,7 +7,6 @@
 //! accept only a peer that presents that same certificate (pinned; names are not checked, so
 //! nodes need no per-node certificates).
 
-use crate::account::Balance;
 use crate::types::{Cmd, GroupId, NodeId, Resp, TypeConfig};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -86,12 +85,12 @@ pub enum PeerReq {
         group: GroupId,
         cmd: Cmd,
     },
-    /// A linearizable balance read on the group's leader.
-    Balance {
-        group: GroupId,
-        partner: String,
-    },
     Status,
+    /// A read on the group's leader (linearizable).
+    Read {
+        group: GroupId,
+        read: crate::reads::ShardRead,
+    },
     /// The cluster's configuration (for a node joining with `--join`).
     Config,
     /// On the group's leader: add `add` as learners (waiting until they caught up), then make
@@ -109,8 +108,8 @@ pub enum PeerResp {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Forward(Result<Resp, ForwardError>),
-    Balance(Result<Option<Balance>, ForwardError>),
     Status(Box<NodeStatus>),
+    Read(Result<crate::reads::ShardAnswer, ForwardError>),
     Config(crate::meta::ClusterConfig),
     /// The request could not be served at all (e.g. a group this node does not hold).
     Refused(String),

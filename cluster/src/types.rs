@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Partner, TxInput};
-use settle_storage::{codec, LogEntry};
+use settle_storage::{codec, history, LogEntry, Resolution};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -86,6 +86,9 @@ pub enum MetaCmd {
     RemoveNode(NodeId),
     /// The replicas a shard should have (the first one is the preferred leader).
     Place { shard: u32, nodes: Vec<NodeId> },
+    /// An atomic batch of control-plane writes (users, keys, sessions, ..., audit records),
+    /// applied only if every precondition in it holds (see [`crate::meta::ControlOp`]).
+    Control(Vec<crate::meta::ControlOp>),
 }
 
 /// A command of a Raft log entry.
@@ -100,11 +103,15 @@ pub enum Cmd {
     AddVersion(Arc<(String, ContractVersion)>),
     /// Closes every period of the shard due at this instant (proposed by the shard leader).
     Tick(Instant),
+    /// Resolves (or completes the claimed retry of) the shard's exception with this number.
+    Resolve(Arc<(u64, Resolution)>),
     Meta(MetaCmd),
 }
 
 /// First byte of an encoded metadata command (the other tags are the storage codec's).
 const TAG_META: u8 = 0x80;
+/// First byte of an encoded resolution command.
+const TAG_RESOLVE: u8 = 0x81;
 
 impl Cmd {
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -117,6 +124,10 @@ impl Cmd {
             Cmd::Register(partner) => codec::encode_partner_entry(out, partner),
             Cmd::AddVersion(v) => codec::encode_contract_version_entry(out, &v.0, &v.1),
             Cmd::Tick(at) => codec::encode_tick_entry(out, *at),
+            Cmd::Resolve(r) => {
+                out.push(TAG_RESOLVE);
+                history::encode_resolve_command(out, r.0, &r.1);
+            }
             Cmd::Meta(meta) => {
                 out.push(TAG_META);
                 // Plain data with string keys: serialising into a Vec cannot fail.
@@ -133,6 +144,9 @@ impl Cmd {
                 Ok(Cmd::Txs(TxBatch { received_at, txs: Arc::new(TxList { txs, encoded }) }))
             }
             Some(&TAG_META) => serde_json::from_slice(&bytes[1..]).map(Cmd::Meta).map_err(|e| e.to_string()),
+            Some(&TAG_RESOLVE) => history::decode_resolve_command(&bytes[1..])
+                .map(|r| Cmd::Resolve(Arc::new(r)))
+                .map_err(|e| e.to_string()),
             _ => match codec::decode_log_entry(bytes).map_err(|e| e.to_string())? {
                 LogEntry::Rates(rates) => Ok(Cmd::Rates(Arc::new(rates))),
                 LogEntry::Partner(partner) => Ok(Cmd::Register(Arc::new(partner))),
@@ -268,6 +282,18 @@ mod tests {
         assert_eq!(bincode::serialize(&back).unwrap(), bytes);
         let meta = Cmd::Meta(MetaCmd::RemoveNode(4));
         assert_eq!(bincode::deserialize::<Cmd>(&bincode::serialize(&meta).unwrap()).unwrap(), meta);
+        let control = Cmd::Meta(MetaCmd::Control(vec![
+            crate::meta::ControlOp::Expect { space: 1, key: "admin".into(), value: None },
+            crate::meta::ControlOp::Put { space: 1, key: "admin".into(), value: vec![0, 255] },
+        ]));
+        assert_eq!(bincode::deserialize::<Cmd>(&bincode::serialize(&control).unwrap()).unwrap(), control);
+        let resolution = Resolution {
+            action: settle_storage::ResolutionAction::Reject { reason: "no".into() },
+            by: "user:a".into(),
+            at: Instant(3),
+        };
+        let resolve = Cmd::Resolve(Arc::new((7, resolution)));
+        assert_eq!(bincode::deserialize::<Cmd>(&bincode::serialize(&resolve).unwrap()).unwrap(), resolve);
         for resp in [Resp::Done(Ok(())), Resp::Done(Err("no".into()))] {
             assert_eq!(bincode::deserialize::<Resp>(&bincode::serialize(&resp).unwrap()).unwrap(), resp);
         }

@@ -66,7 +66,12 @@ impl LogWriter {
     /// Queues `ops` to be written with the next batch, without waiting and without asking for
     /// a sync of their own (state-machine records: the next synced batch carries them).
     pub fn submit_unsynced(&self, ops: Vec<RaftOp>) {
-        self.send(Job { ops, done: Box::new(|_| {}), sync: false });
+        self.submit_unsynced_then(ops, Box::new(|_| {}));
+    }
+
+    /// As [`LogWriter::submit_unsynced`]; `done` runs once the batch carrying `ops` is written.
+    pub fn submit_unsynced_then(&self, ops: Vec<RaftOp>, done: Completion) {
+        self.send(Job { ops, done, sync: false });
     }
 
     fn send(&self, job: Job) {

@@ -11,14 +11,15 @@ use settle_api::model::{
     ExceptionPage, ExceptionQuery, Mutations, NodeView, ReadModel, Space, StoreError, TxPage, TxQuery,
     TxRecord, TxStatus, MAX_PAGE, MAX_SCAN_PER_PAGE,
 };
+use settle_cluster::reads::TxFilter;
 use settle_core::tx::TxResult;
-use settle_core::{ContractVersion, Currency, FxRate, Outcome, Partner, Statement, TxInput};
+use settle_core::{ContractVersion, Currency, FxRate, Partner, Statement, TxInput};
 use settle_storage::{keys, ControlWrite, LogEntry, StorageError, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Statistics exported per column family.
-const ROCKSDB_STATS: [(&str, &str); 3] = [
+pub const ROCKSDB_STATS: [(&str, &str); 3] = [
     ("estimate_num_keys", "rocksdb.estimate-num-keys"),
     ("sst_bytes", "rocksdb.total-sst-files-size"),
     ("memtable_bytes", "rocksdb.cur-size-all-mem-tables"),
@@ -35,6 +36,18 @@ fn backend_error(e: EngineError) -> BackendError {
     }
 }
 
+/// A partner account's balance as the API shows it (the engine and every replica hold the
+/// same account cell).
+pub fn balance_view(b: settle_cluster::account::Balance) -> BalanceView {
+    BalanceView {
+        partner: b.partner,
+        currency: b.currency,
+        payable: b.payable,
+        open_period: b.open_period,
+        preview: b.preview,
+    }
+}
+
 fn storage_error(e: StorageError) -> BackendError {
     BackendError::Internal(e.to_string())
 }
@@ -44,7 +57,62 @@ fn storage_error(e: StorageError) -> BackendError {
 pub struct StoreControl(pub Arc<Store>);
 
 fn store_error(e: StorageError) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::Failed(e.to_string())
+}
+
+/// One control write at a time in this process, so a batch's preconditions are checked and
+/// its writes made with nothing in between (the API serves one store per process).
+static CONTROL_WRITES: Mutex<()> = Mutex::new(());
+
+impl StoreControl {
+    fn write_checked(&self, ops: Vec<ControlOp>) -> Result<(), StoreError> {
+        let _one = CONTROL_WRITES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next_audit =
+            self.0.audit_last().map_err(store_error)?.map_or(0, |(seq, _)| seq.saturating_add(1));
+        let mut writes = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                ControlOp::Expect { space, key, value } => {
+                    if self.0.control_get(space as u8, key.as_bytes()).map_err(store_error)? != value {
+                        return Err(StoreError::Changed(format!("record {key:?} changed meanwhile")));
+                    }
+                }
+                ControlOp::Put { space, key, value } => {
+                    writes.push(ControlWrite::Put { space: space as u8, key: key.into_bytes(), value })
+                }
+                ControlOp::Delete { space, key } => {
+                    writes.push(ControlWrite::Delete { space: space as u8, key: key.into_bytes() })
+                }
+                ControlOp::Audit { seq, record } => {
+                    if seq != next_audit {
+                        return Err(StoreError::AuditHeadMoved);
+                    }
+                    next_audit = seq.saturating_add(1);
+                    writes.push(ControlWrite::Audit { seq, record });
+                }
+            }
+        }
+        self.0.control_write(&writes).map_err(store_error)
+    }
+
+    /// Writes records as given, without preconditions (tests that tamper with a chain).
+    #[doc(hidden)]
+    pub fn write_unchecked(&self, ops: Vec<ControlOp>) -> Result<(), StoreError> {
+        let writes: Vec<ControlWrite> = ops
+            .into_iter()
+            .filter_map(|op| match op {
+                ControlOp::Put { space, key, value } => {
+                    Some(ControlWrite::Put { space: space as u8, key: key.into_bytes(), value })
+                }
+                ControlOp::Delete { space, key } => {
+                    Some(ControlWrite::Delete { space: space as u8, key: key.into_bytes() })
+                }
+                ControlOp::Audit { seq, record } => Some(ControlWrite::Audit { seq, record }),
+                ControlOp::Expect { .. } => None,
+            })
+            .collect();
+        self.0.control_write(&writes).map_err(store_error)
+    }
 }
 
 impl ControlStore for StoreControl {
@@ -57,20 +125,8 @@ impl ControlStore for StoreControl {
         Ok(rows.into_iter().map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)).collect())
     }
 
-    fn write(&self, ops: Vec<ControlOp>) -> Result<(), StoreError> {
-        let writes: Vec<ControlWrite> = ops
-            .into_iter()
-            .map(|op| match op {
-                ControlOp::Put { space, key, value } => {
-                    ControlWrite::Put { space: space as u8, key: key.into_bytes(), value }
-                }
-                ControlOp::Delete { space, key } => {
-                    ControlWrite::Delete { space: space as u8, key: key.into_bytes() }
-                }
-                ControlOp::Audit { seq, record } => ControlWrite::Audit { seq, record },
-            })
-            .collect();
-        self.0.control_write(&writes).map_err(store_error)
+    fn write(&self, ops: Vec<ControlOp>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.write_checked(ops) })
     }
 
     fn audit_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -141,43 +197,40 @@ fn currency_of(
     Ok(map.get(partner).copied())
 }
 
-fn matches(q: &TxQuery, tx: &TxInput, outcome: &Outcome) -> bool {
-    if q.partner.as_deref().is_some_and(|p| tx.partner.as_deref() != Some(p)) {
-        return false;
+/// The query's filters (the cluster's filter type: one reading of them for both modes).
+pub fn tx_filter(q: &TxQuery) -> TxFilter {
+    TxFilter {
+        partner: q.partner.clone(),
+        kind: q.kind,
+        applied: q.status.map(|s| s == TxStatus::Applied),
+        reason: q.reason,
+        period_start: q.period_start,
+        received_from: q.received_from,
+        received_to: q.received_to,
     }
-    if q.kind.is_some_and(|k| tx.kind != k) {
-        return false;
-    }
-    match q.status {
-        Some(TxStatus::Applied) if !outcome.is_applied() => return false,
-        Some(TxStatus::Exception) if outcome.is_applied() => return false,
-        _ => {}
-    }
-    if q.reason.is_some() && outcome.exception() != q.reason {
-        return false;
-    }
-    if let Some(start) = q.period_start {
-        match outcome {
-            Outcome::Applied(a) if a.period.start == start => {}
-            _ => return false,
-        }
-    }
-    if q.received_to.is_some_and(|to| tx.received_at >= to) {
-        return false;
-    }
-    true
+}
+
+/// A standalone cursor: a log sequence.
+fn seq_cursor(cursor: Option<&String>) -> Result<Option<u64>, BackendError> {
+    cursor
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| BackendError::Invalid(format!("cursor: {c:?} is not a cursor")))
+        })
+        .transpose()
 }
 
 fn tx_page(
     store: &Store,
     cache: &Mutex<HashMap<String, Currency>>,
     q: &TxQuery,
+    before: Option<u64>,
 ) -> Result<TxPage, StorageError> {
-    let start = match q.before {
+    let start = match before {
         Some(0) => return Ok(TxPage::default()),
         Some(b) => b - 1,
         None => u64::MAX,
     };
+    let filter = tx_filter(q);
     let limit = q.limit.clamp(1, MAX_PAGE);
     let mut items = Vec::new();
     let mut reloaded = false;
@@ -188,16 +241,16 @@ fn tx_page(
             if q.received_from.is_some_and(|from| tx.received_at < from) {
                 return Ok(TxPage { items, next: None });
             }
-            if matches(q, &tx, &outcome) {
+            if filter.matches(&tx, &outcome) {
                 let settlement_currency = currency_of(store, cache, tx.partner.as_deref(), &mut reloaded)?;
                 items.push(TxRecord { seq: Some(seq), tx, outcome, settlement_currency });
                 if items.len() == limit {
-                    return Ok(TxPage { items, next: Some(seq) });
+                    return Ok(TxPage { items, next: Some(seq.to_string()) });
                 }
             }
         }
         if scanned + 1 >= MAX_SCAN_PER_PAGE {
-            return Ok(TxPage { items, next: Some(seq) });
+            return Ok(TxPage { items, next: Some(seq.to_string()) });
         }
     }
     Ok(TxPage { items, next: None })
@@ -213,15 +266,19 @@ fn exception_item(
         Some(LogEntry::Tx { tx, .. }) => Some(tx),
         _ => None,
     };
-    Ok(ExceptionItem { seq, id, reason, tx })
+    Ok(ExceptionItem { seq, id, reason, tx, resolution: None })
 }
 
 /// Exceptions examined per storage read while filtering.
 const EXCEPTION_CHUNK: usize = 1_000;
 
-fn exception_page(store: &Store, q: &ExceptionQuery) -> Result<ExceptionPage, StorageError> {
+fn exception_page(
+    store: &Store,
+    q: &ExceptionQuery,
+    after: Option<u64>,
+) -> Result<ExceptionPage, StorageError> {
     let limit = q.limit.clamp(1, MAX_PAGE);
-    let mut after = q.after;
+    let mut after = after;
     let mut items = Vec::new();
     let mut scanned = 0usize;
     loop {
@@ -240,7 +297,7 @@ fn exception_page(store: &Store, q: &ExceptionQuery) -> Result<ExceptionPage, St
             }
             items.push(item);
             if items.len() == limit || scanned >= MAX_SCAN_PER_PAGE {
-                return Ok(ExceptionPage { items, next: after });
+                return Ok(ExceptionPage { items, next: after.map(|a| a.to_string()) });
             }
         }
         if exhausted {
@@ -258,13 +315,7 @@ impl ReadModel for EngineApi {
         let partner = partner.to_string();
         Box::pin(async move {
             let b = self.engine.balance(&partner).await.map_err(backend_error)?;
-            Ok(b.map(|b| BalanceView {
-                partner: b.partner,
-                currency: b.currency,
-                payable: b.payable,
-                open_period: b.open_period,
-                preview: b.preview,
-            }))
+            Ok(b.map(balance_view))
         })
     }
 
@@ -274,7 +325,10 @@ impl ReadModel for EngineApi {
     }
 
     fn transactions(&self, query: TxQuery) -> BoxFuture<'_, Result<TxPage, BackendError>> {
-        Box::pin(self.blocking(move |store, cache| tx_page(store, cache, &query)))
+        Box::pin(async move {
+            let before = seq_cursor(query.before.as_ref())?;
+            self.blocking(move |store, cache| tx_page(store, cache, &query, before)).await
+        })
     }
 
     fn transaction(&self, id: &str) -> BoxFuture<'_, Result<Option<TxRecord>, BackendError>> {
@@ -293,7 +347,10 @@ impl ReadModel for EngineApi {
     }
 
     fn exceptions(&self, query: ExceptionQuery) -> BoxFuture<'_, Result<ExceptionPage, BackendError>> {
-        Box::pin(self.blocking(move |store, _| exception_page(store, &query)))
+        Box::pin(async move {
+            let after = seq_cursor(query.after.as_ref())?;
+            self.blocking(move |store, _| exception_page(store, &query, after)).await
+        })
     }
 
     fn exception(&self, seq: u64) -> BoxFuture<'_, Result<Option<ExceptionItem>, BackendError>> {
@@ -412,5 +469,9 @@ impl<B: crate::ingress::Backend> crate::ingress::Backend for Metered<B> {
 
     async fn checkpoint(&self, dir: std::path::PathBuf) -> Result<Option<u64>, IngressError> {
         self.inner.checkpoint(dir).await
+    }
+
+    async fn cluster_command(&self, command_json: &str) -> Result<Option<String>, IngressError> {
+        self.inner.cluster_command(command_json).await
     }
 }

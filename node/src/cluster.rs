@@ -67,6 +67,35 @@ impl Backend for ClusterHandle {
         Ok(ClusterHandle::add_contract_version(self, partner, version).await?)
     }
 
+    async fn list_transactions(
+        &self,
+        query: crate::engine::ListQuery,
+    ) -> Result<crate::engine::ListPage, BackendError> {
+        let page = ClusterHandle::list_transactions(
+            self,
+            &query.partner,
+            query.from,
+            query.to,
+            query.after_seq,
+            query.limit,
+            query.max_scan,
+        )
+        .await?;
+        Ok(crate::engine::ListPage {
+            items: page.items,
+            currency: page.currency,
+            next_after_seq: page.next_after,
+            done: page.done,
+            period: page.period,
+        })
+    }
+
+    /// A member's checkpoint holds its whole raft database; it names no single log sequence.
+    async fn checkpoint(&self, dir: std::path::PathBuf) -> Result<Option<u64>, BackendError> {
+        ClusterHandle::checkpoint(self, dir).await?;
+        Ok(None)
+    }
+
     async fn cluster_status(&self) -> Result<Option<String>, BackendError> {
         Ok(Some(ClusterHandle::cluster_status(self).await.to_string()))
     }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod cluster_api;
 pub mod demo;
 pub mod engine;
 pub mod ingress;

@@ -87,7 +87,8 @@ enum Command {
         /// One standalone node (the engine without Raft) instead of a local 3-node cluster.
         #[arg(long)]
         single: bool,
-        /// HTTP API, dashboard and portal address (with --single).
+        /// HTTP API, dashboard and portal address; the cluster's nodes serve it on this port and
+        /// the next two.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
     },
@@ -251,8 +252,8 @@ fn main() -> ExitCode {
         Command::Archive(args) => ops::archive::run(args),
         Command::Cluster { action } => run_async(cluster_command(action)),
         Command::Audit { command: AuditCommand::Verify { data } } => audit_verify(&data),
-        Command::Dev { data, listen, partners, quiet, single, .. } if !single => {
-            run_async(run_dev_cluster(data, listen, partners, quiet))
+        Command::Dev { data, listen, partners, quiet, single, http } if !single => {
+            run_async(run_dev_cluster(data, listen, http, partners, quiet))
         }
         Command::Dev { data, listen, partners, quiet, http, .. } => {
             let tls = TlsSource::Dev { dir: data.join("tls") };
@@ -378,10 +379,7 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
         "api_key": shown_key,
         "data": opts.data.display().to_string(),
         "http": http.as_ref().map(|h| h.local_addr().to_string()),
-        "bootstrap_admin": admin.as_ref().map(|a| serde_json::json!({
-            "username": a.username, "password": a.password, "totp_secret": a.totp_secret,
-            "otpauth_uri": a.otpauth_uri,
-        })),
+        "bootstrap_admin": admin.as_ref().map(admin_json),
     });
     print_line(&ready.to_string())?;
     if opts.dev.is_some() {
@@ -401,18 +399,7 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
         if let Some(h) = &http {
             eprintln!("  dashboard: {} (partner portal: {}/portal)", h.url(), h.url());
         }
-        match &admin {
-            Some(a) => {
-                eprintln!("  first login (shown once; store it now):");
-                eprintln!("    username: {}", a.username);
-                eprintln!("    password: {}", a.password);
-                eprintln!("    TOTP secret: {}", a.totp_secret.as_deref().unwrap_or(""));
-                eprintln!("    TOTP URI:    {}", a.otpauth_uri.as_deref().unwrap_or(""));
-            }
-            None => eprintln!(
-                "  log in with the users created earlier (the first admin was shown at the first start)"
-            ),
-        }
+        print_first_login(admin.as_ref());
         eprintln!("  stop:     Ctrl-C");
     }
 
@@ -446,6 +433,32 @@ async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
     backend::shutdown(engine).await?;
     print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
     Ok(())
+}
+
+/// The first administrator's one-time credentials as the ready line carries them.
+fn admin_json(a: &settle_api::BootstrapAdmin) -> serde_json::Value {
+    serde_json::json!({
+        "username": a.username, "password": a.password, "totp_secret": a.totp_secret,
+        "otpauth_uri": a.otpauth_uri,
+    })
+}
+
+/// How to log in the first time (`settle dev`), shown once.
+fn print_first_login(admin: Option<&settle_api::BootstrapAdmin>) {
+    match admin {
+        Some(a) => {
+            eprintln!("  first login (shown once; store it now):");
+            eprintln!("    username: {}", a.username);
+            eprintln!("    password: {}", a.password);
+            eprintln!("    TOTP secret: {}", a.totp_secret.as_deref().unwrap_or(""));
+            eprintln!("    TOTP URI:    {}", a.otpauth_uri.as_deref().unwrap_or(""));
+        }
+        None => {
+            eprintln!(
+                "  log in with the users created earlier (the first admin was shown at the first start)"
+            )
+        }
+    }
 }
 
 async fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
@@ -510,7 +523,7 @@ const DEV_NODES: u16 = 3;
 /// Peer ports of the dev cluster are the client ports plus this.
 const DEV_PEER_PORT_OFFSET: u16 = 1000;
 /// Time a dev member has to print its ready line.
-const DEV_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const DEV_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `settle dev`: three `settle node --id N` processes under DATA/node-N (client ports LISTEN,
 /// LISTEN+1, LISTEN+2; peer ports 1000 above), sharing DATA's dev certificate and API key; node
@@ -518,6 +531,7 @@ const DEV_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60
 async fn run_dev_cluster(
     data: PathBuf,
     listen: SocketAddr,
+    http: SocketAddr,
     partners: usize,
     quiet: bool,
 ) -> anyhow::Result<()> {
@@ -530,6 +544,7 @@ async fn run_dev_cluster(
     let client_addr = |i: u16| SocketAddr::new(listen.ip(), listen.port().saturating_add(i));
     let peer_addr =
         |i: u16| SocketAddr::new(listen.ip(), listen.port().saturating_add(DEV_PEER_PORT_OFFSET + i));
+    let http_addr = |i: u16| SocketAddr::new(http.ip(), http.port().saturating_add(i));
     let bootstrap: Vec<String> = (0..DEV_NODES).map(|i| format!("{}={}", i + 1, peer_addr(i))).collect();
     let mut children = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<String>();
@@ -539,7 +554,7 @@ async fn run_dev_cluster(
             .args(["node", "--id", &(i + 1).to_string(), "--data"])
             .arg(data.join(format!("node-{}", i + 1)))
             .args(["--listen", &client_addr(i).to_string(), "--peer-listen", &peer_addr(i).to_string()])
-            .args(["--bootstrap", &bootstrap.join(","), "--cert"])
+            .args(["--bootstrap", &bootstrap.join(","), "--http", &http_addr(i).to_string(), "--cert"])
             .arg(&tls.cert_path)
             .arg("--key")
             .arg(&key_pem)
@@ -580,6 +595,7 @@ async fn run_dev_cluster(
     nodes.sort_by_key(|n| n["node_id"].as_u64());
     let quic: Vec<String> = nodes.iter().filter_map(|n| n["quic"].as_str().map(str::to_string)).collect();
     let first = quic.first().cloned().unwrap_or_default();
+    let dashboard = nodes.iter().find_map(|n| n["http"].as_str().map(|h| format!("http://{h}")));
     let ready = serde_json::json!({
         "event": "ready",
         "quic": first,
@@ -587,6 +603,8 @@ async fn run_dev_cluster(
         "cert": tls.cert_path.display().to_string(),
         "api_key": key,
         "data": data.display().to_string(),
+        "dashboard": dashboard,
+        "bootstrap_admin": nodes.iter().map(|n| &n["bootstrap_admin"]).find(|a| !a.is_null()),
     });
     print_line(&ready.to_string())?;
     let cert = tls.cert_path.display();
@@ -595,17 +613,24 @@ async fn run_dev_cluster(
     eprintln!("  connect:  QUIC {} (any node; ALPN settle/1, server name localhost)", quic.join(", "));
     eprintln!("  trust:    {cert}");
     eprintln!("  api key:  {key} (dev only; also in {keys})");
-    // The HTTP API/dashboard: each node reports its `http` address in its ready line once
-    // the HTTP API serves it (`settle node --http`); shown here when present.
-    for n in &nodes {
-        if let Some(http) = n["http"].as_str() {
-            eprintln!("  http:     node {} http://{http}/", n["node_id"]);
-        }
+    // Every node serves the HTTP API, dashboard and portal over the same replicated state.
+    let urls: Vec<String> =
+        nodes.iter().filter_map(|n| n["http"].as_str().map(|h| format!("http://{h}"))).collect();
+    if let Some(first_url) = urls.first() {
+        eprintln!("  dashboard: {first_url} (partner portal: {first_url}/portal)");
+        eprintln!("  http:     every node serves both: {}", urls.join(", "));
     }
-    if nodes.iter().all(|n| n["http"].as_str().is_none()) {
-        // settle-api's traits are implemented for the standalone engine only so far.
-        eprintln!("  dashboard: the HTTP API, dashboard and portal run with `settle dev --single` (http://127.0.0.1:8080)");
-    }
+    // Exactly one member created the first administrator (the one whose write committed first).
+    let admin = nodes.iter().find_map(|n| {
+        let a = &n["bootstrap_admin"];
+        Some(settle_api::BootstrapAdmin {
+            username: a["username"].as_str()?.to_string(),
+            password: a["password"].as_str()?.to_string(),
+            totp_secret: a["totp_secret"].as_str().map(str::to_string),
+            otpauth_uri: a["otpauth_uri"].as_str().map(str::to_string),
+        })
+    });
+    print_first_login(admin.as_ref());
     eprintln!("  status:   settle cluster status --target {first} --cert {cert} --api-key-file {keys}");
     eprintln!(
         "  try:      settle-loadtest --target {first} --cert {cert} --api-key-file {keys} --duration 10s"
@@ -670,10 +695,18 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
         keys,
         max_in_flight: opts.max_in_flight,
     };
-    let ingress = Ingress::start(config, handle.clone()).await?;
+    let metrics = Arc::new(settle_api::metrics::Metrics::new()?);
+    let ingress = Ingress::start(config, Metered::new(handle.clone(), Arc::clone(&metrics))).await?;
     let addr = ingress.local_addr();
     let cert = ingress.cert_path().to_path_buf();
-    let http = cluster.http.map(|h| h.to_string());
+    let (api, admin) = match cluster.http {
+        Some(listen) => {
+            let (server, admin) = start_cluster_api(listen, &handle, metrics).await?;
+            (Some(server), admin)
+        }
+        None => (None, None),
+    };
+    let http = api.as_ref().map(|a| a.local_addr().to_string());
     handle.announce(addr.to_string(), http.clone());
     let ready = serde_json::json!({
         "event": "ready",
@@ -684,6 +717,7 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
         "cert": cert.display().to_string(),
         "api_key": generated,
         "data": opts.data.display().to_string(),
+        "bootstrap_admin": admin.as_ref().map(admin_json),
     });
     print_line(&ready.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -704,10 +738,48 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
     if let Some(t) = trickle {
         let _ = t.await;
     }
+    if let Some(a) = api {
+        a.shutdown().await;
+    }
     ingress.shutdown().await;
     handle.shutdown().await;
     print_line(&serde_json::json!({"event": "stopped"}).to_string())?;
     Ok(())
+}
+
+/// How long a cluster member keeps trying to create (or find) the first administrator at start
+/// (the metadata group needs a leader first).
+const BOOTSTRAP_ADMIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves the HTTP API on `addr` over a cluster member; the member that creates the first
+/// administrator (once for the cluster) gets its credentials, to show once.
+async fn start_cluster_api(
+    addr: SocketAddr,
+    handle: &settle_cluster::ClusterHandle,
+    metrics: Arc<settle_api::metrics::Metrics>,
+) -> anyhow::Result<(settle_api::ApiServer, Option<settle_api::BootstrapAdmin>)> {
+    let control: Arc<dyn settle_api::model::ControlStore> =
+        Arc::new(settle_node::cluster_api::ClusterControl(handle.clone()));
+    let config = settle_api::ApiConfig::new(addr);
+    let deadline = tokio::time::Instant::now() + BOOTSTRAP_ADMIN_WAIT;
+    let admin = loop {
+        match settle_api::bootstrap_admin(Arc::clone(&control), config.argon2_memory_kib).await {
+            Ok(admin) => break admin,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("first administrator: {e}; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot create the first administrator (is a majority of the cluster up?): {e}"
+                );
+                break None;
+            }
+        }
+    };
+    let api = Arc::new(settle_node::cluster_api::ClusterApi::new(handle.clone()));
+    let server = settle_api::serve(config, api.clone(), api, control, metrics).await?;
+    Ok((server, admin))
 }
 
 /// Serves the HTTP API on `addr` over the engine; creates the first administrator on the first
@@ -721,28 +793,34 @@ async fn start_api(
     let control: Arc<dyn settle_api::model::ControlStore> = Arc::new(api.control());
     let config = settle_api::ApiConfig::new(addr);
     let memory = config.argon2_memory_kib;
-    let admin = {
-        let control = Arc::clone(&control);
-        tokio::task::spawn_blocking(move || settle_api::bootstrap_admin(control, memory)).await??
-    };
+    let admin = settle_api::bootstrap_admin(Arc::clone(&control), memory).await?;
     let shared = Arc::new(api);
     let server = settle_api::serve(config, shared.clone(), shared, control, metrics).await?;
     Ok((server, admin))
 }
 
 fn audit_verify(data: &Path) -> ExitCode {
-    let store = match settle_storage::Store::open(&data.join("engine")) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!(
-                "settle audit verify: cannot open {}: {e} (is the node running? use GET /v1/audit/verify)",
-                data.display()
-            );
-            return ExitCode::FAILURE;
+    let cannot = |e: &dyn std::fmt::Display| {
+        eprintln!(
+            "settle audit verify: cannot open {}: {e} (is the node running? use GET /v1/audit/verify)",
+            data.display()
+        );
+        ExitCode::FAILURE
+    };
+    // A cluster member's chain is the metadata group's, in its raft database.
+    let raft = data.join("raft");
+    let control: Box<dyn settle_api::model::ControlStore> = if raft.exists() {
+        match settle_storage::RaftDb::open_read_only(&raft) {
+            Ok(db) => Box::new(settle_node::cluster_api::MemberAuditFile(Arc::new(db))),
+            Err(e) => return cannot(&e),
+        }
+    } else {
+        match settle_storage::Store::open(&data.join("engine")) {
+            Ok(s) => Box::new(settle_node::api::StoreControl(Arc::new(s))),
+            Err(e) => return cannot(&e),
         }
     };
-    let control = settle_node::api::StoreControl(store);
-    match settle_api::verify_audit_chain(&control) {
+    match settle_api::verify_audit_chain(control.as_ref()) {
         Ok(v) => {
             let line = serde_json::json!({"ok": true, "records": v.records, "head": v.head});
             match print_line(&line.to_string()) {

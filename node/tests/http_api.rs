@@ -293,7 +293,7 @@ async fn logins_need_totp_for_admins_lock_out_and_sessions_need_csrf() {
     assert_eq!(node.post("/v1/auth/logout", &admin, "{}").await.status, 200);
     assert_eq!(node.get("/v1/me", &admin).await.status, 401);
     let audit =
-        node.get("/v1/audit?limit=500", &node.direct_key(settle_api::auth::Role::Auditor)).await.json();
+        node.get("/v1/audit?limit=500", &node.direct_key(settle_api::auth::Role::Auditor).await).await.json();
     let actions: Vec<&str> =
         audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for a in ["user.create", "session.create", "user.lockout", "session.delete"] {
@@ -320,7 +320,7 @@ async fn api_keys_are_shown_once_revocable_and_expire() {
     let auth = settle_api::auth::Auth::new(node.control.clone(), TEST_ARGON2_KIB);
     let (mut record, key) = auth.new_key("old", settle_api::auth::Role::Auditor, None, None, "test").unwrap();
     record.expires_at = Some(1);
-    node.control.write(vec![settle_api::auth::Auth::put_key_op(&record).unwrap()]).unwrap();
+    node.control.write(vec![settle_api::auth::Auth::put_key_op(&record).unwrap()]).await.unwrap();
     let r = node.get("/v1/partners", &Cred::Key(key)).await;
     assert_eq!(r.status, 401);
     assert!(r.text().contains("expired"));
@@ -480,8 +480,8 @@ async fn exceptions_resolve_by_retry_or_reject_and_every_step_is_audited() {
     let mut altered: Value = events[3].clone();
     altered["actor"] = json!("user:mallory");
     let seq: u64 = altered["seq"].as_u64().unwrap();
-    node.control
-        .write(vec![settle_api::model::ControlOp::Audit {
+    node.raw
+        .write_unchecked(vec![settle_api::model::ControlOp::Audit {
             seq,
             record: serde_json::to_vec(&altered).unwrap(),
         }])
@@ -519,14 +519,12 @@ async fn settle_audit_verify_checks_the_chain_of_a_data_dir() {
         let control = settle_node::api::StoreControl(store);
         let mut altered = third.clone();
         altered.after = json!({"forged": true});
-        settle_api::model::ControlStore::write(
-            &control,
-            vec![settle_api::model::ControlOp::Audit {
+        control
+            .write_unchecked(vec![settle_api::model::ControlOp::Audit {
                 seq: third.seq,
                 record: serde_json::to_vec(&altered).unwrap(),
-            }],
-        )
-        .unwrap();
+            }])
+            .unwrap();
     }
     let out = verify();
     assert!(!out.status.success());

@@ -21,7 +21,7 @@ pub struct CodecError {
     pub detail: String,
 }
 
-fn bad(what: &'static str, detail: impl Into<String>) -> CodecError {
+pub(crate) fn bad(what: &'static str, detail: impl Into<String>) -> CodecError {
     CodecError { what, detail: detail.into() }
 }
 
@@ -67,17 +67,17 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: u128) {
     out.push(v as u8);
 }
 
-fn put_ivarint(out: &mut Vec<u8>, v: i128) {
+pub(crate) fn put_ivarint(out: &mut Vec<u8>, v: i128) {
     // Zigzag: small magnitudes of either sign take few bytes.
     put_uvarint(out, ((v << 1) ^ (v >> 127)) as u128);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_uvarint(out, s.len() as u128);
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         None => out.push(0),
         Some(s) => {
@@ -96,18 +96,18 @@ fn put_currency(out: &mut Vec<u8>, c: Currency) {
     out.extend_from_slice(c.code().as_bytes());
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
-    what: &'static str,
+    pub(crate) what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8], what: &'static str) -> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8], what: &'static str) -> Reader<'a> {
         Reader { bytes, at: 0, what }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
         let end = end.ok_or_else(|| bad(self.what, format!("truncated at byte {}", self.at)))?;
         let slice = &self.bytes[self.at..end];
@@ -115,7 +115,7 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
-    fn u8(&mut self) -> Result<u8, CodecError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
 
@@ -131,12 +131,12 @@ impl<'a> Reader<'a> {
         Err(bad(self.what, "varint too long"))
     }
 
-    fn ivarint(&mut self) -> Result<i128, CodecError> {
+    pub(crate) fn ivarint(&mut self) -> Result<i128, CodecError> {
         let z = self.uvarint()?;
         Ok(((z >> 1) as i128) ^ -((z & 1) as i128))
     }
 
-    fn len(&mut self) -> Result<usize, CodecError> {
+    pub(crate) fn len(&mut self) -> Result<usize, CodecError> {
         let n = self.uvarint()?;
         usize::try_from(n).map_err(|_| bad(self.what, "length out of range"))
     }
@@ -151,13 +151,13 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn str(&mut self) -> Result<&'a str, CodecError> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, CodecError> {
         let n = self.len()?;
         let bytes = self.take(n)?;
         std::str::from_utf8(bytes).map_err(|_| bad(self.what, "string is not UTF-8"))
     }
 
-    fn opt_str(&mut self) -> Result<Option<String>, CodecError> {
+    pub(crate) fn opt_str(&mut self) -> Result<Option<String>, CodecError> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.str()?.to_string())),
@@ -179,7 +179,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| bad(self.what, "unknown currency code"))
     }
 
-    fn instant(&mut self) -> Result<Instant, CodecError> {
+    pub(crate) fn instant(&mut self) -> Result<Instant, CodecError> {
         Ok(Instant(self.ivarint()?))
     }
 
@@ -191,11 +191,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
 
-    fn finish(&self) -> Result<(), CodecError> {
+    pub(crate) fn finish(&self) -> Result<(), CodecError> {
         if self.at == self.bytes.len() {
             Ok(())
         } else {
@@ -246,7 +246,7 @@ pub fn encode_tx(out: &mut Vec<u8>, tx: &TxInput, outcome: &Outcome) {
 }
 
 /// A transaction's fields without tag or outcome: id length (one byte), id, then the rest.
-fn encode_tx_input(out: &mut Vec<u8>, tx: &TxInput) {
+pub(crate) fn encode_tx_input(out: &mut Vec<u8>, tx: &TxInput) {
     let id = tx.id.as_str();
     // TxId guarantees 1..=64 bytes.
     out.push(id.len() as u8);
@@ -272,7 +272,7 @@ fn encode_tx_input(out: &mut Vec<u8>, tx: &TxInput) {
     put_opt_str(out, tx.metadata.as_deref());
 }
 
-fn encode_outcome(out: &mut Vec<u8>, outcome: &Outcome) {
+pub(crate) fn encode_outcome(out: &mut Vec<u8>, outcome: &Outcome) {
     match outcome {
         Outcome::Exception(reason) => {
             out.push(0);
@@ -313,7 +313,7 @@ fn decode_tx(r: &mut Reader<'_>) -> Result<(TxInput, Outcome), CodecError> {
     Ok((tx, outcome))
 }
 
-fn decode_tx_input(r: &mut Reader<'_>) -> Result<TxInput, CodecError> {
+pub(crate) fn decode_tx_input(r: &mut Reader<'_>) -> Result<TxInput, CodecError> {
     let id_len = usize::from(r.u8()?);
     let id_text = std::str::from_utf8(r.take(id_len)?).map_err(|_| bad(r.what, "id is not UTF-8"))?;
     let id = TxId::new(id_text).ok_or_else(|| bad(r.what, "id length"))?;
@@ -334,7 +334,7 @@ fn decode_tx_input(r: &mut Reader<'_>) -> Result<TxInput, CodecError> {
     Ok(TxInput { id, partner, kind, amount, currency, occurred_at, received_at, original, reason, metadata })
 }
 
-fn decode_outcome(r: &mut Reader<'_>) -> Result<Outcome, CodecError> {
+pub(crate) fn decode_outcome(r: &mut Reader<'_>) -> Result<Outcome, CodecError> {
     let outcome = match r.u8()? {
         0 => Outcome::Exception(reason_from(r.u8()?).ok_or_else(|| bad(r.what, "exception reason"))?),
         1 => {

@@ -118,9 +118,38 @@ pub const CF_RAFT_LOG: &str = "raft_log";
 pub const CF_RAFT_STATE: &str = "raft_state";
 pub const CF_SHARD_ACCOUNTS: &str = "shard_accounts";
 pub const CF_SHARD_STATEMENTS: &str = "shard_statements";
+/// A shard's transaction history: one row per applied log entry (all its logged transactions
+/// with their outcomes), so the read model survives log compaction.
+pub const CF_SHARD_HISTORY: &str = "shard_history";
+/// A shard's exception queue: each exception's transaction and reason, and its resolution.
+pub const CF_SHARD_EXCEPTIONS: &str = "shard_exceptions";
+/// The metadata group's control-plane records (users, keys, sessions, alert rules, ...).
+pub const CF_META_CONTROL: &str = "meta_control";
+/// The metadata group's hash-chained audit trail, by sequence.
+pub const CF_META_AUDIT: &str = "meta_audit";
 
-pub const RAFT_CFS: [&str; 5] =
-    [CF_RAFT_META, CF_RAFT_LOG, CF_RAFT_STATE, CF_SHARD_ACCOUNTS, CF_SHARD_STATEMENTS];
+pub const RAFT_CFS: [&str; 9] = [
+    CF_RAFT_META,
+    CF_RAFT_LOG,
+    CF_RAFT_STATE,
+    CF_SHARD_ACCOUNTS,
+    CF_SHARD_STATEMENTS,
+    CF_SHARD_HISTORY,
+    CF_SHARD_EXCEPTIONS,
+    CF_META_CONTROL,
+    CF_META_AUDIT,
+];
+
+/// The families holding a group's state-machine records (everything but its log and Raft
+/// state): what a snapshot of the group carries and what installing one replaces.
+pub const GROUP_STATE_CFS: [&str; 6] = [
+    CF_SHARD_ACCOUNTS,
+    CF_SHARD_STATEMENTS,
+    CF_SHARD_HISTORY,
+    CF_SHARD_EXCEPTIONS,
+    CF_META_CONTROL,
+    CF_META_AUDIT,
+];
 
 /// `raft_meta` key of the node's cluster configuration (written once at bootstrap or join).
 pub const RAFT_META_CLUSTER: &[u8] = b"cluster";
@@ -180,6 +209,64 @@ pub fn shard_statement(group: u32, partner: &str, period_start: Instant) -> Vec<
     let mut key = group.to_be_bytes().to_vec();
     key.extend_from_slice(&statement(partner, period_start));
     key
+}
+
+/// `shard_history` key: group, then the log index of the entry whose transactions the row holds.
+pub fn shard_history(group: u32, index: u64) -> [u8; 12] {
+    raft_log(group, index)
+}
+
+/// Inverse of [`shard_history`].
+pub fn parse_shard_history(key: &[u8]) -> Option<(u32, u64)> {
+    parse_raft_log(key)
+}
+
+/// Part of an exception in `shard_exceptions`: the transaction and reason (written when it
+/// arises).
+pub const EXCEPTION_PART_ENTRY: u8 = 0;
+/// Part of an exception in `shard_exceptions`: its resolution (written when it is resolved, so
+/// the first part is never rewritten).
+pub const EXCEPTION_PART_RESOLUTION: u8 = 1;
+
+/// `shard_exceptions` key: group, the shard's exception number, then the part.
+pub fn shard_exception(group: u32, number: u64, part: u8) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[..12].copy_from_slice(&raft_log(group, number));
+    key[12] = part;
+    key
+}
+
+/// Inverse of [`shard_exception`].
+pub fn parse_shard_exception(key: &[u8]) -> Option<(u32, u64, u8)> {
+    let (&part, head) = key.split_last()?;
+    let (group, number) = parse_raft_log(head)?;
+    Some((group, number, part))
+}
+
+/// `meta_control` key: group, the record space, then the record's key in that space.
+pub fn meta_control(group: u32, space: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + key.len());
+    out.extend_from_slice(&group.to_be_bytes());
+    out.push(space);
+    out.extend_from_slice(key);
+    out
+}
+
+/// Inverse of [`meta_control`]: group, space and the key within it.
+pub fn parse_meta_control(key: &[u8]) -> Option<(u32, u8, &[u8])> {
+    let group: [u8; 4] = key.get(..4)?.try_into().ok()?;
+    let (&space, rest) = key.get(4..)?.split_first()?;
+    Some((u32::from_be_bytes(group), space, rest))
+}
+
+/// `meta_audit` key: group, then the audit record's sequence.
+pub fn meta_audit(group: u32, seq: u64) -> [u8; 12] {
+    raft_log(group, seq)
+}
+
+/// Inverse of [`meta_audit`].
+pub fn parse_meta_audit(key: &[u8]) -> Option<(u32, u64)> {
+    parse_raft_log(key)
 }
 
 /// `control` key: a one-byte record space, then the record's key in that space. Keys of one
@@ -248,6 +335,24 @@ mod tests {
         assert!(statement("ab", Instant(-5)) < statement("ab", Instant(5)));
         assert!(partner("p") < contract_version("p", 0));
         assert!(contract_version("p", 1) < contract_version("p", 256));
+    }
+
+    #[test]
+    fn cluster_read_model_keys_sort_by_group_first() {
+        assert!(shard_history(1, u64::MAX) < shard_history(2, 0));
+        assert_eq!(parse_shard_history(&shard_history(3, 77)), Some((3, 77)));
+        let e = shard_exception(5, 9, EXCEPTION_PART_RESOLUTION);
+        assert_eq!(parse_shard_exception(&e), Some((5, 9, EXCEPTION_PART_RESOLUTION)));
+        // An exception's parts are adjacent and before the next exception's.
+        assert!(shard_exception(5, 9, EXCEPTION_PART_ENTRY) < e);
+        assert!(e < shard_exception(5, 10, EXCEPTION_PART_ENTRY));
+        assert!(shard_exception(5, u64::MAX, 1).as_slice() < group_range(5).1.as_slice());
+        let c = meta_control(0, 3, b"abc");
+        assert_eq!(parse_meta_control(&c), Some((0, 3, &b"abc"[..])));
+        assert!(meta_control(0, 3, b"zzz") < meta_control(0, 4, b""));
+        assert!(meta_control(0, 255, b"zzz").as_slice() < group_range(0).1.as_slice());
+        assert!(meta_audit(0, 255) < meta_audit(0, 256));
+        assert_eq!(parse_meta_audit(&meta_audit(0, 12)), Some((0, 12)));
     }
 
     #[test]

@@ -7,14 +7,18 @@
 
 pub mod codec;
 mod control;
+pub mod history;
 pub mod keys;
 mod raft_db;
+mod raft_reads;
 mod store;
 
 pub use codec::{AccountSummary, CodecError, ExceptionRecord, LogEntry};
 pub use control::{ControlRecord, ControlWrite, ReverseLogIter};
+pub use history::{HistoryRecord, HistoryRow, Resolution, ResolutionAction};
 pub use keys::RaftStateKey;
 pub use raft_db::{RaftDb, RaftOp, RAFT_FORMAT_VERSION};
+pub use raft_reads::{ControlRow, ExceptionIter, HistoryIter, ShardException};
 pub use store::{Batch, LogIter, Store, TxLog, FORMAT_VERSION};
 
 /// Why a storage operation failed. A failed commit means nothing of its batch may be

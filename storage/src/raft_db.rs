@@ -6,36 +6,101 @@
 //! writer merges the appends of all groups into one call with `sync = true` (group commit).
 
 use crate::codec::{self, AccountSummary};
-use crate::keys::{self, RaftStateKey, RAFT_CFS};
+use crate::history::{self, Resolution};
+use crate::keys::{self, RaftStateKey, GROUP_STATE_CFS, RAFT_CFS};
+use crate::store::TxLog;
 use crate::StorageError;
 use rocksdb::{ColumnFamily, Direction, IteratorMode, WriteBatch, DB};
-use settle_core::Statement;
+use settle_core::{ExceptionReason, Instant, Outcome, Statement, TxInput};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The format of a cluster data dir; bump with any change to keys or values.
-pub const RAFT_FORMAT_VERSION: u32 = 1;
+pub const RAFT_FORMAT_VERSION: u32 = 2;
 const META_FORMAT: &[u8] = b"format_version";
 
 /// One write of a [`RaftDb::write`] batch.
 #[derive(Debug)]
 pub enum RaftOp {
     /// A log entry (encoded by the caller).
-    PutLog { group: u32, index: u64, entry: Vec<u8> },
+    PutLog {
+        group: u32,
+        index: u64,
+        entry: Vec<u8>,
+    },
     /// Removes the group's log entries with index >= `from` (a conflicting suffix).
-    TruncateLog { group: u32, from: u64 },
+    TruncateLog {
+        group: u32,
+        from: u64,
+    },
     /// Removes the group's log entries with index <= `upto` (compaction).
-    PurgeLog { group: u32, upto: u64 },
+    PurgeLog {
+        group: u32,
+        upto: u64,
+    },
     /// A per-group record (vote, purged id, applied id, snapshot).
-    PutState { group: u32, what: RaftStateKey, value: Vec<u8> },
+    PutState {
+        group: u32,
+        what: RaftStateKey,
+        value: Vec<u8>,
+    },
     /// A partner's account summary in a shard (query record).
-    PutAccount { group: u32, partner: String, summary: AccountSummary },
+    PutAccount {
+        group: u32,
+        partner: String,
+        summary: AccountSummary,
+    },
     /// An issued statement in a shard (query record).
-    PutStatement { group: u32, statement: Box<Statement> },
+    PutStatement {
+        group: u32,
+        statement: Box<Statement>,
+    },
+    /// The transactions the shard entry at `index` logged, with their outcomes (query record).
+    PutHistory {
+        group: u32,
+        index: u64,
+        received_at: Instant,
+        txs: TxLog,
+    },
+    /// An exception of a shard's queue: its transaction with the exception outcome.
+    PutException {
+        group: u32,
+        number: u64,
+        tx: Box<TxInput>,
+        reason: ExceptionReason,
+    },
+    /// The resolution of a shard's exception (written again when a claimed retry completes).
+    PutResolution {
+        group: u32,
+        number: u64,
+        resolution: Box<Resolution>,
+    },
+    /// A control-plane record of the metadata group.
+    PutControl {
+        group: u32,
+        space: u8,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    DeleteControl {
+        group: u32,
+        space: u8,
+        key: Vec<u8>,
+    },
+    /// An audit record of the metadata group.
+    PutAudit {
+        group: u32,
+        seq: u64,
+        record: Vec<u8>,
+    },
     /// Removes everything of a group's state machine (before a snapshot is installed).
-    ClearGroupState { group: u32 },
+    ClearGroupState {
+        group: u32,
+    },
     /// Removes everything of a group: log, vote, state (a replica moved off this node).
-    DropGroup { group: u32 },
+    DropGroup {
+        group: u32,
+    },
 }
 
 /// The database of a clustered node.
@@ -51,7 +116,7 @@ impl std::fmt::Debug for RaftDb {
     }
 }
 
-fn corrupt(cf: &'static str, key: &[u8], detail: &str) -> StorageError {
+pub(crate) fn corrupt(cf: &'static str, key: &[u8], detail: &str) -> StorageError {
     StorageError::Corrupt {
         cf,
         key: key.iter().map(|b| format!("{b:02x}")).collect(),
@@ -64,8 +129,23 @@ impl RaftDb {
     pub fn open(dir: &Path) -> Result<RaftDb, StorageError> {
         let db = crate::store::open_rocksdb(dir, &RAFT_CFS)?;
         let store = RaftDb { db, fail_writes: AtomicBool::new(false) };
-        let meta = store.cf(keys::CF_RAFT_META)?;
-        match store.db.get_cf(meta, META_FORMAT)? {
+        store.check_format(true)?;
+        Ok(store)
+    }
+
+    /// Opens an existing cluster database read-only (a stopped member's data dir or a backup:
+    /// tools that must not change a byte of it). Refuses another format version, or none.
+    pub fn open_read_only(dir: &Path) -> Result<RaftDb, StorageError> {
+        let db = DB::open_cf_for_read_only(&rocksdb::Options::default(), dir, RAFT_CFS, false)?;
+        let store = RaftDb { db, fail_writes: AtomicBool::new(false) };
+        store.check_format(false)?;
+        Ok(store)
+    }
+
+    /// Checks the format version; a fresh database gets this build's when `create`.
+    fn check_format(&self, create: bool) -> Result<(), StorageError> {
+        let meta = self.cf(keys::CF_RAFT_META)?;
+        match self.db.get_cf(meta, META_FORMAT)? {
             Some(bytes) => {
                 let raw: [u8; 4] = bytes
                     .as_slice()
@@ -75,17 +155,22 @@ impl RaftDb {
                 if found != RAFT_FORMAT_VERSION {
                     return Err(StorageError::UnsupportedFormat { found });
                 }
+                Ok(())
             }
-            None => {
+            None if create => {
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, META_FORMAT, RAFT_FORMAT_VERSION.to_be_bytes());
-                store.write_batch(batch, true)?;
+                self.write_batch(batch, true)
             }
+            None => Err(StorageError::MissingFormatVersion),
         }
-        Ok(store)
     }
 
-    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
         self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
     }
 
@@ -105,6 +190,12 @@ impl RaftDb {
         let state = self.cf(keys::CF_RAFT_STATE)?;
         let accounts = self.cf(keys::CF_SHARD_ACCOUNTS)?;
         let statements = self.cf(keys::CF_SHARD_STATEMENTS)?;
+        let history = self.cf(keys::CF_SHARD_HISTORY)?;
+        let exceptions = self.cf(keys::CF_SHARD_EXCEPTIONS)?;
+        let control = self.cf(keys::CF_META_CONTROL)?;
+        let audit = self.cf(keys::CF_META_AUDIT)?;
+        let state_cfs =
+            GROUP_STATE_CFS.iter().map(|name| self.cf(name)).collect::<Result<Vec<_>, StorageError>>()?;
         let mut batch = WriteBatch::default();
         let mut scratch = Vec::new();
         for op in ops {
@@ -140,16 +231,43 @@ impl RaftDb {
                     let key = keys::shard_statement(*group, &statement.partner, statement.period.start);
                     batch.put_cf(statements, key, &scratch);
                 }
+                RaftOp::PutHistory { group, index, received_at, txs } => {
+                    scratch.clear();
+                    history::encode_history_row(&mut scratch, *received_at, txs);
+                    batch.put_cf(history, keys::shard_history(*group, *index), &scratch);
+                }
+                RaftOp::PutException { group, number, tx, reason } => {
+                    scratch.clear();
+                    codec::encode_tx(&mut scratch, tx, &Outcome::Exception(*reason));
+                    let key = keys::shard_exception(*group, *number, keys::EXCEPTION_PART_ENTRY);
+                    batch.put_cf(exceptions, key, &scratch);
+                }
+                RaftOp::PutResolution { group, number, resolution } => {
+                    scratch.clear();
+                    history::encode_resolution(&mut scratch, resolution);
+                    let key = keys::shard_exception(*group, *number, keys::EXCEPTION_PART_RESOLUTION);
+                    batch.put_cf(exceptions, key, &scratch);
+                }
+                RaftOp::PutControl { group, space, key, value } => {
+                    batch.put_cf(control, keys::meta_control(*group, *space, key), value)
+                }
+                RaftOp::DeleteControl { group, space, key } => {
+                    batch.delete_cf(control, keys::meta_control(*group, *space, key))
+                }
+                RaftOp::PutAudit { group, seq, record } => {
+                    batch.put_cf(audit, keys::meta_audit(*group, *seq), record)
+                }
                 RaftOp::DropGroup { group } => {
                     let (start, end) = keys::group_range(*group);
-                    for cf in [log, state, accounts, statements] {
+                    for cf in [log, state].into_iter().chain(state_cfs.iter().copied()) {
                         batch.delete_range_cf(cf, start, end);
                     }
                 }
                 RaftOp::ClearGroupState { group } => {
                     let (start, end) = keys::group_range(*group);
-                    batch.delete_range_cf(accounts, start, end);
-                    batch.delete_range_cf(statements, start, end);
+                    for cf in &state_cfs {
+                        batch.delete_range_cf(*cf, start, end);
+                    }
                     let applied = keys::raft_state(*group, RaftStateKey::Applied);
                     batch.delete_cf(state, applied);
                 }

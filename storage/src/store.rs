@@ -410,6 +410,11 @@ impl TxLog {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Every record pushed, in push order: its sequence and its encoded bytes.
+    pub(crate) fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.entries.iter().filter_map(|e| self.bytes.get(e.start..e.end).map(|b| (e.seq, b)))
+    }
 }
 
 /// A set of writes that become durable together through [`Store::commit`]. Methods name what

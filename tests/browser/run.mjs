@@ -8,6 +8,11 @@ import { mkdirSync, readFileSync } from "node:fs";
 
 const env = (k) => { const v = process.env[k]; if (!v) { throw new Error("missing " + k); } return v; };
 const URL = env("SETTLE_URL");
+// The portal may be served by another member of a cluster (sessions are replicated).
+const PORTAL_URL = process.env.SETTLE_PORTAL_URL || URL;
+// A TOTP code is accepted once: when the harness logged in with the current step's code, the
+// browser uses the next step's (accepted within the ±1 step window).
+const TOTP_STEP_OFFSET = Number(process.env.SETTLE_TOTP_STEP_OFFSET || 0);
 const SHOTS = env("SETTLE_SCREENSHOT_DIR");
 const DEADLINE_MS = 20000;
 
@@ -23,7 +28,7 @@ function base32(text) {
 
 // RFC 6238 with SHA-1, independent of the server's implementation.
 function totp(secret) {
-  const step = BigInt(Math.floor(Date.now() / 1000 / 30));
+  const step = BigInt(Math.floor(Date.now() / 1000 / 30) + TOTP_STEP_OFFSET);
   const msg = Buffer.alloc(8); msg.writeBigUInt64BE(step);
   const mac = createHmac("sha1", base32(secret)).update(msg).digest();
   const o = mac[mac.length - 1] & 0xf;
@@ -78,6 +83,13 @@ try {
   await until("drill-down transactions", async () => (await page.$$("#drill-transactions tr")).length > 0);
   const balance = await page.textContent("#drill-balance");
   if (!/^-?\d+(\.\d+)? [A-Z]{3}$/.test(balance.trim())) { throw new Error("drill-down balance not a decimal: " + balance); }
+  if (process.env.SETTLE_EXPECT_NODES) {
+    // Cluster health: every node up, every shard with a leader (one cell per shard).
+    const n = process.env.SETTLE_EXPECT_NODES;
+    const shards = Number(env("SETTLE_EXPECT_SHARDS"));
+    await until("every node up", async () => (await page.textContent("#cluster-summary")).includes(n + "/" + n + " nodes up"));
+    await until("every shard with a leader", async () => (await page.$$("#shards .shard.ok")).length === shards);
+  }
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: SHOTS + "/dashboard.png", fullPage: true });
   if (errors.length) { throw new Error("dashboard errors: " + errors.join("; ")); }
@@ -85,7 +97,7 @@ try {
   // --- Partner portal: own balance live, statements with downloads, nothing of another partner.
   const partner = await browser.newContext({ viewport: { width: 1300, height: 900 }, acceptDownloads: true });
   const p = await partner.newPage();
-  await p.goto(URL + "/login");
+  await p.goto(PORTAL_URL + "/login");
   await p.fill("#username", env("SETTLE_PARTNER_USER"));
   await p.fill("#password", env("SETTLE_PARTNER_PASSWORD"));
   await p.click("#submit");

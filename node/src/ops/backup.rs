@@ -3,9 +3,11 @@
 //! a manifest of checksums; and a restore into an empty data directory that verifies the manifest
 //! and the store's format before a node is started on it (it then replays its log as usual).
 //!
-//! The checkpoint is written by the node into `OUT/engine`, so OUT must be on the node's host
-//! (the same filesystem as its data for hard links; otherwise RocksDB copies the files). TLS
-//! material and API key hashes are configuration, not data: they are not in the backup.
+//! The checkpoint is written by the node into `OUT/engine` (a standalone node's store) or
+//! `OUT/raft` (a cluster member's database: every group's log, vote and state, and the node's
+//! cluster configuration), so OUT must be on the node's host (the same filesystem as its data for
+//! hard links; otherwise RocksDB copies the files). TLS material and API key hashes are
+//! configuration, not data: they are not in the backup.
 
 use super::target::TargetArgs;
 use anyhow::Context;
@@ -21,6 +23,35 @@ pub const BACKUP_FORMAT: &str = "settle-backup/1";
 pub const MANIFEST: &str = "manifest.json";
 /// The store's directory in a backup and in a node's data directory.
 pub const ENGINE_DIR: &str = "engine";
+/// A cluster member's database directory in a backup and in its data directory.
+pub const RAFT_DIR: &str = "raft";
+
+/// What a backup holds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// A standalone node's store (`engine`).
+    #[default]
+    Standalone,
+    /// A cluster member's database (`raft`).
+    ClusterMember,
+}
+
+impl BackupKind {
+    fn dir(self) -> &'static str {
+        match self {
+            BackupKind::Standalone => ENGINE_DIR,
+            BackupKind::ClusterMember => RAFT_DIR,
+        }
+    }
+
+    fn store_format(self) -> u32 {
+        match self {
+            BackupKind::Standalone => settle_storage::FORMAT_VERSION,
+            BackupKind::ClusterMember => settle_storage::RAFT_FORMAT_VERSION,
+        }
+    }
+}
 /// Read size for checksums and copies.
 const CHUNK_BYTES: usize = 1 << 20;
 
@@ -46,9 +77,14 @@ pub struct RestoreArgs {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
     pub format: String,
-    /// The store's format version (settle-storage FORMAT_VERSION).
+    /// What was backed up (absent in backups made before cluster members could be).
+    #[serde(default)]
+    pub kind: BackupKind,
+    /// The store's format version (settle-storage FORMAT_VERSION, or RAFT_FORMAT_VERSION for a
+    /// cluster member).
     pub store_format: u32,
-    /// Every log entry up to this sequence is in the backup.
+    /// Every log entry up to this sequence is in the backup (0 for a cluster member, whose
+    /// groups each have their own log).
     pub last_seq: u64,
     pub created_at: String,
     pub files: Vec<FileSum>,
@@ -100,19 +136,25 @@ async fn take_backup(args: &BackupArgs) -> anyhow::Result<Manifest> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let out =
         std::fs::canonicalize(&args.out).with_context(|| format!("cannot resolve {}", args.out.display()))?;
-    let engine = out.join(ENGINE_DIR);
     let client = args.target.connect().await?;
+    // Only a cluster member answers a status request.
+    let kind = match client.cluster_status().await {
+        Ok(_) => BackupKind::ClusterMember,
+        Err(_) => BackupKind::Standalone,
+    };
+    let store = out.join(kind.dir());
     let created = client
-        .create_checkpoint(engine.display().to_string())
+        .create_checkpoint(store.display().to_string())
         .await
         .context("the node could not take a checkpoint")?;
     client.close().await;
     let mut files = Vec::new();
-    sum_dir(&out, &engine, &mut files)?;
+    sum_dir(&out, &store, &mut files)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = Manifest {
         format: BACKUP_FORMAT.into(),
-        store_format: settle_storage::FORMAT_VERSION,
+        kind,
+        store_format: kind.store_format(),
         last_seq: created.last_seq,
         created_at: settle_node::demo::instant_now().to_rfc3339(),
         files,
@@ -167,6 +209,18 @@ fn sum_dir(root: &Path, dir: &Path, out: &mut Vec<FileSum>) -> anyhow::Result<()
 
 pub fn restore(args: RestoreArgs) -> ExitCode {
     match do_restore(&args) {
+        Ok(m) if m.kind == BackupKind::ClusterMember => {
+            eprintln!(
+                "settle restore: {} files verified; start the member with `settle node --id N --data {} --peer-listen ...` \
+                 (no --bootstrap: its configuration is restored). Restore every member of the cluster from backups \
+                 taken together; to replace one lost member while the others run, start a fresh node with --join and \
+                 `settle cluster add-node` instead (a member restored behind the others would forget votes and \
+                 entries it had acknowledged).",
+                m.files.len(),
+                args.data.display()
+            );
+            ExitCode::SUCCESS
+        }
         Ok(m) => {
             eprintln!(
                 "settle restore: {} files verified; start the node with `settle node --data {}` (it replays its log)",
@@ -194,13 +248,13 @@ pub fn verify(from: &Path) -> anyhow::Result<Manifest> {
         manifest.format
     );
     anyhow::ensure!(
-        manifest.store_format == settle_storage::FORMAT_VERSION,
+        manifest.store_format == manifest.kind.store_format(),
         "the backup's store format {} is not this build's {}",
         manifest.store_format,
-        settle_storage::FORMAT_VERSION
+        manifest.kind.store_format()
     );
     let mut present = Vec::new();
-    sum_dir(from, &from.join(ENGINE_DIR), &mut present)?;
+    sum_dir(from, &from.join(manifest.kind.dir()), &mut present)?;
     present.sort_by(|a, b| a.path.cmp(&b.path));
     for want in &manifest.files {
         anyhow::ensure!(
@@ -242,6 +296,17 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 fn do_restore(args: &RestoreArgs) -> anyhow::Result<Manifest> {
     ensure_empty_or_missing(&args.data)?;
     let manifest = verify(&args.from)?;
+    if manifest.kind == BackupKind::ClusterMember {
+        copy_tree(&args.from.join(RAFT_DIR), &args.data.join(RAFT_DIR))?;
+        // The database opens (format checked) and knows its cluster.
+        let db = settle_storage::RaftDb::open(&args.data.join(RAFT_DIR))
+            .context("the restored cluster database does not open")?;
+        anyhow::ensure!(
+            db.cluster_config().context("cannot read the restored cluster configuration")?.is_some(),
+            "the restored database holds no cluster configuration"
+        );
+        return Ok(manifest);
+    }
     copy_tree(&args.from.join(ENGINE_DIR), &args.data.join(ENGINE_DIR))?;
     // The store opens (format checked) and holds the log the manifest promises.
     let store = settle_storage::Store::open(&args.data.join(ENGINE_DIR))

@@ -97,6 +97,32 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, cred: &Cred, body:
     Resp { status, headers, body }
 }
 
+/// Logs in at `addr`; panics unless it succeeds.
+pub async fn login_at(addr: SocketAddr, username: &str, password: &str, totp: Option<&str>) -> Cred {
+    let body = json!({"username": username, "password": password, "totp": totp}).to_string();
+    let r = http(addr, "POST", "/v1/auth/login", &Cred::None, Some(&body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.header("set-cookie").unwrap().to_string();
+    let cookie = set.split(';').next().unwrap().to_string();
+    Cred::Session { cookie, csrf: r.json()["csrf"].as_str().unwrap().to_string() }
+}
+
+/// Creates an API key through the API at `addr`; returns the key.
+pub async fn key_at(addr: SocketAddr, admin: &Cred, role: &str, partner: Option<&str>) -> String {
+    let body =
+        json!({"name": format!("{role}-{}", partner.unwrap_or("all")), "role": role, "partner": partner})
+            .to_string();
+    let r = http(addr, "POST", "/v1/api-keys", admin, Some(&body)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+pub async fn graphql_at(addr: SocketAddr, cred: &Cred, query: &str) -> Value {
+    let r = http(addr, "POST", "/graphql", cred, Some(&json!({"query": query}).to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     pub engine: EngineHandle,
@@ -104,6 +130,8 @@ pub struct TestNode {
     pub server: Option<settle_api::ApiServer>,
     pub addr: SocketAddr,
     pub control: Arc<dyn ControlStore>,
+    /// The same store, for tests that alter records behind the API's back.
+    pub raw: settle_node::api::StoreControl,
     pub admin: settle_api::BootstrapAdmin,
 }
 
@@ -142,8 +170,10 @@ impl TestNode {
         config.tick_interval = None;
         let engine = Engine::open(config).await.unwrap();
         let api = settle_node::api::EngineApi::new(engine.clone()).unwrap();
+        let raw = api.control();
         let control: Arc<dyn ControlStore> = Arc::new(api.control());
-        let admin = settle_api::bootstrap_admin(Arc::clone(&control), TEST_ARGON2_KIB).unwrap().unwrap();
+        let admin =
+            settle_api::bootstrap_admin(Arc::clone(&control), TEST_ARGON2_KIB).await.unwrap().unwrap();
         let mut config = settle_api::ApiConfig::new("127.0.0.1:0".parse().unwrap());
         config.argon2_memory_kib = TEST_ARGON2_KIB;
         let metrics = Arc::new(settle_api::metrics::Metrics::new().unwrap());
@@ -151,7 +181,7 @@ impl TestNode {
         let server =
             settle_api::serve(config, shared.clone(), shared, Arc::clone(&control), metrics).await.unwrap();
         let addr = server.local_addr();
-        TestNode { dir, engine, clock, server: Some(server), addr, control, admin }
+        TestNode { dir, engine, clock, server: Some(server), addr, control, raw, admin }
     }
 
     pub async fn req(&self, method: &str, path: &str, cred: &Cred, body: Option<&str>) -> Resp {
@@ -168,12 +198,7 @@ impl TestNode {
 
     /// Logs in; panics unless it succeeds.
     pub async fn login(&self, username: &str, password: &str, totp: Option<&str>) -> Cred {
-        let body = json!({"username": username, "password": password, "totp": totp}).to_string();
-        let r = self.post("/v1/auth/login", &Cred::None, &body).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let set = r.header("set-cookie").unwrap().to_string();
-        let cookie = set.split(';').next().unwrap().to_string();
-        Cred::Session { cookie, csrf: r.json()["csrf"].as_str().unwrap().to_string() }
+        login_at(self.addr, username, password, totp).await
     }
 
     pub async fn admin_session(&self) -> Cred {
@@ -183,27 +208,20 @@ impl TestNode {
 
     /// An API key written straight into the control store (no login, so the admin's TOTP code
     /// of this 30-second step stays unused for a browser to log in with).
-    pub fn direct_key(&self, role: settle_api::auth::Role) -> Cred {
+    pub async fn direct_key(&self, role: settle_api::auth::Role) -> Cred {
         let auth = settle_api::auth::Auth::new(self.control.clone(), TEST_ARGON2_KIB);
         let (record, key) = auth.new_key("direct", role, None, None, "test").unwrap();
-        self.control.write(vec![settle_api::auth::Auth::put_key_op(&record).unwrap()]).unwrap();
+        self.control.write(vec![settle_api::auth::Auth::put_key_op(&record).unwrap()]).await.unwrap();
         Cred::Key(key)
     }
 
     /// Creates an API key through the API; returns the key.
     pub async fn key(&self, admin: &Cred, role: &str, partner: Option<&str>) -> String {
-        let body =
-            json!({"name": format!("{role}-{}", partner.unwrap_or("all")), "role": role, "partner": partner})
-                .to_string();
-        let r = self.post("/v1/api-keys", admin, &body).await;
-        assert_eq!(r.status, 201, "{}", r.text());
-        r.json()["key"].as_str().unwrap().to_string()
+        key_at(self.addr, admin, role, partner).await
     }
 
     pub async fn graphql(&self, cred: &Cred, query: &str) -> Value {
-        let r = self.post("/graphql", cred, &json!({"query": query}).to_string()).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
+        graphql_at(self.addr, cred, query).await
     }
 
     /// Moves the engine's clock and closes due periods.

@@ -1,0 +1,140 @@
+//! What a member reports about itself for metrics and the dashboard: what it committed as a
+//! shard leader, what is in flight, and its Raft groups (leader changes seen, applied indexes,
+//! lags), aggregated so that no metric label grows with the number of groups.
+
+use crate::node::ClusterHandle;
+use crate::types::{GroupId, NodeId};
+use openraft::ServerState;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Transaction entries this node committed as a shard leader.
+    entries: AtomicU64,
+    /// Transactions in them.
+    transactions: AtomicU64,
+    /// Transactions submitted here and not yet answered.
+    in_flight: AtomicU64,
+    /// Changes of leader seen on this node's replicas.
+    leader_changes: AtomicU64,
+    /// The leader each replica saw at the last observation.
+    leaders: Mutex<HashMap<GroupId, Option<NodeId>>>,
+}
+
+/// Counts a submission in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    stats: &'a Stats,
+    n: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(self.n, Ordering::Relaxed);
+    }
+}
+
+impl Stats {
+    pub fn admit(&self, transactions: usize) -> InFlight<'_> {
+        let n = transactions as u64;
+        self.in_flight.fetch_add(n, Ordering::Relaxed);
+        InFlight { stats: self, n }
+    }
+
+    pub fn committed_as_leader(&self, transactions: usize) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        self.transactions.fetch_add(transactions as u64, Ordering::Relaxed);
+    }
+}
+
+/// Counters of this member.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemberCounters {
+    pub entries: u64,
+    pub transactions: u64,
+    pub in_flight: u64,
+}
+
+/// This member's Raft groups, aggregated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaftSummary {
+    pub groups: u64,
+    pub leaders: u64,
+    pub followers: u64,
+    pub learners: u64,
+    pub candidates: u64,
+    /// Changes of leader seen on this node's replicas since it started (sampled every second).
+    pub leader_changes: u64,
+    /// Sum over replicas of the applied index.
+    pub applied_index_sum: u64,
+    /// Over replicas: entries in the log not yet applied (max and sum).
+    pub apply_lag_max: u64,
+    pub apply_lag_sum: u64,
+    /// Over the followers of the groups this node leads: entries not yet replicated (max, sum).
+    pub replication_lag_max: u64,
+    pub replication_lag_sum: u64,
+}
+
+impl ClusterHandle {
+    /// Counts leader changes since the last call (called every second).
+    pub(crate) fn observe_groups(&self) {
+        let stats = self.stats();
+        let mut seen = stats.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        for (group, raft) in self.rafts() {
+            let leader = raft.metrics().borrow().current_leader;
+            let before = seen.insert(group, leader);
+            if leader.is_some() && before.is_some_and(|b| b != leader) {
+                stats.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn counters(&self) -> MemberCounters {
+        let s = self.stats();
+        MemberCounters {
+            entries: s.entries.load(Ordering::Relaxed),
+            transactions: s.transactions.load(Ordering::Relaxed),
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// An integer RocksDB property of a column family of this node's database.
+    pub fn cf_property(&self, cf: &'static str, property: &str) -> Option<u64> {
+        self.db().cf_property(cf, property).ok().flatten()
+    }
+
+    pub fn raft_summary(&self) -> RaftSummary {
+        let mut out = RaftSummary {
+            leader_changes: self.stats().leader_changes.load(Ordering::Relaxed),
+            ..RaftSummary::default()
+        };
+        for (_, raft) in self.rafts() {
+            let m = raft.metrics().borrow().clone();
+            out.groups += 1;
+            match m.state {
+                ServerState::Leader => out.leaders += 1,
+                ServerState::Follower => out.followers += 1,
+                ServerState::Learner => out.learners += 1,
+                ServerState::Candidate => out.candidates += 1,
+                ServerState::Shutdown => {}
+            }
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            out.applied_index_sum = out.applied_index_sum.saturating_add(applied);
+            let last = m.last_log_index.unwrap_or(0);
+            let lag = last.saturating_sub(applied);
+            out.apply_lag_max = out.apply_lag_max.max(lag);
+            out.apply_lag_sum = out.apply_lag_sum.saturating_add(lag);
+            for (node, matched) in m.replication.iter().flatten() {
+                if *node == self.node_id() {
+                    continue;
+                }
+                let behind = last.saturating_sub(matched.map_or(0, |l| l.index));
+                out.replication_lag_max = out.replication_lag_max.max(behind);
+                out.replication_lag_sum = out.replication_lag_sum.saturating_add(behind);
+            }
+        }
+        out
+    }
+}

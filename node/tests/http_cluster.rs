@@ -1,0 +1,369 @@
+//! The HTTP API on a real 3-node cluster (three `settle node --id N --http` processes over real
+//! sockets): anonymous requests are refused on every member; the first administrator is created
+//! once and logs in with TOTP on node 1, and the session and keys work on the others at once (the
+//! control plane is the metadata group); partners are created through node 2, traffic comes
+//! over QUIC to nodes 1 and 3, and what node 3 reads (transactions across shards, balances,
+//! statements, exceptions) equals `settle_core::Ledger` fed the same history; an exception
+//! resolved through node 2 is resolved on every member; a partner key sees nothing of another
+//! partner anywhere; the audit chain is the same on every member, also on disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cluster_common;
+mod common;
+mod http_common;
+
+use cluster_common::Cluster;
+use http_common::{graphql_at, http, key_at, login_at, totp_now, Cred, Resp};
+use serde_json::{json, Value};
+use settle_core::{Instant, Ledger, Span};
+use settle_wire as wire;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const SHARDS: u32 = 16;
+const PARTNERS: [&str; 4] = ["pa", "pb", "pc", "pd"];
+/// How long the members may take to agree (replication to followers is asynchronous).
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A daily UTC EUR partner whose first period began three days ago (so the periods before
+/// today are closed and have statements), 80/20 split, 1.5% + 0.10 fees.
+fn partner_body(id: &str) -> String {
+    let since = common::now().start_of_utc_day().saturating_sub(Span::from_hours(72)).to_rfc3339();
+    json!({
+        "id": id, "settlement_currency": "EUR", "since": since,
+        "cycle": {"every": "daily", "cutoff": "00:00", "tz": "UTC", "grace": "PT1H"},
+        "contracts": [{"effective_from": since,
+            "shares": [{"party": "partner", "percent": "80"}, {"party": "platform", "percent": "20"}],
+            "fees": [{"kind": "percent", "bps": "150"}, {"kind": "fixed", "amount": "0.10"}],
+            "chargeback_fee": "15.00"}]
+    })
+    .to_string()
+}
+
+fn tx(id: String, partner: &str, amount: &str, currency: &str) -> wire::Transaction {
+    wire::Transaction {
+        id,
+        partner: Some(partner.to_string()),
+        kind: wire::TxKind::Sale as i32,
+        amount: Some(amount.to_string()),
+        currency: Some(currency.into()),
+        occurred_at: common::minutes_ago_rfc3339(5),
+        ..Default::default()
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str, cred: &Cred) -> Resp {
+    http(addr, "GET", path, cred, None).await
+}
+
+async fn post(addr: SocketAddr, path: &str, cred: &Cred, body: &str) -> Resp {
+    http(addr, "POST", path, cred, Some(body)).await
+}
+
+/// Every page of a list, following `next_cursor`.
+async fn all_pages(addr: SocketAddr, path: &str, field: &str, cred: &Cred) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let page_path = match &cursor {
+            Some(c) => format!("{path}{sep}cursor={c}"),
+            None => path.to_string(),
+        };
+        let r = get(addr, &page_path, cred).await;
+        assert_eq!(r.status, 200, "{page_path}: {}", r.text());
+        let page = r.json();
+        out.extend(page[field].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// The transaction as `settle_core` reads it back from the API's rendering.
+fn tx_input(t: &Value) -> settle_core::TxInput {
+    let mut fields = serde_json::Map::new();
+    for k in
+        ["id", "partner", "kind", "amount", "currency", "occurred_at", "received_at", "original", "reason"]
+    {
+        if !t[k].is_null() {
+            fields.insert(k.into(), t[k].clone());
+        }
+    }
+    settle_core::scenario::parse_transaction(&Value::Object(fields), "tx", None).unwrap()
+}
+
+/// Polls `f` until it holds, within the deadline.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < CONVERGE_DEADLINE, "{what} did not happen within {CONVERGE_DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_on_a_three_node_cluster_is_one_system() {
+    let mut cluster = Cluster::new(SHARDS).with_http();
+    cluster.start_all();
+    let nodes: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.http.unwrap()).collect();
+
+    // Anonymous requests are refused everywhere.
+    for &addr in &nodes {
+        for path in ["/v1/partners", "/v1/transactions", "/v1/exceptions", "/v1/audit", "/metrics"] {
+            let r = get(addr, path, &Cred::None).await;
+            assert_eq!((r.status, r.code()), (401, "unauthenticated".to_string()), "{addr}{path}");
+        }
+        assert_eq!(
+            post(addr, "/graphql", &Cred::None, r#"{"query":"{ partners { id } }"}"#).await.status,
+            401
+        );
+    }
+
+    // The first administrator was created once, by one member.
+    let admins: Vec<&Value> = cluster
+        .nodes
+        .iter()
+        .map(|n| &n.ready.as_ref().unwrap()["bootstrap_admin"])
+        .filter(|a| !a.is_null())
+        .collect();
+    assert_eq!(admins.len(), 1, "one bootstrap admin for the cluster: {admins:?}");
+    let (user, password, secret) = (
+        admins[0]["username"].as_str().unwrap().to_string(),
+        admins[0]["password"].as_str().unwrap().to_string(),
+        admins[0]["totp_secret"].as_str().unwrap().to_string(),
+    );
+    let code = totp_now(&secret);
+    let admin = login_at(nodes[0], &user, &password, Some(&code)).await;
+    // The code was used on node 1: node 2 refuses it (one linearizable record of the step).
+    let again = json!({"username": user, "password": password, "totp": code}).to_string();
+    assert_eq!(post(nodes[1], "/v1/auth/login", &Cred::None, &again).await.status, 401);
+    // The session made on node 1 works on nodes 2 and 3 at once; so does a key made there.
+    for &addr in &nodes[1..] {
+        let me = get(addr, "/v1/me", &admin).await;
+        assert_eq!(me.status, 200, "{}", me.text());
+        assert_eq!(me.json()["subject"], format!("user:{user}"));
+    }
+    let ops = Cred::Key(key_at(nodes[0], &admin, "operator", None).await);
+    let auditor = Cred::Key(key_at(nodes[0], &admin, "auditor", None).await);
+    assert_eq!(get(nodes[2], "/v1/partners", &ops).await.status, 200);
+
+    // Partners created through node 2 (with node 1's session and its CSRF token).
+    for p in PARTNERS {
+        let r = post(nodes[1], "/v1/partners", &admin, &partner_body(p)).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    assert_eq!(post(nodes[2], "/v1/partners", &ops, &partner_body("pa")).await.status, 422);
+
+    // Traffic over QUIC through nodes 1 and 3: sales, bad currencies, an unknown partner.
+    let clients = [cluster.client(0).await, cluster.client(2).await];
+    let mut submitted = 0usize;
+    for round in 0..6usize {
+        let mut batch = Vec::new();
+        for (i, p) in PARTNERS.iter().enumerate() {
+            for k in 0..5usize {
+                let n = round * 100 + i * 10 + k;
+                batch.push(tx(format!("t{n:04}"), p, &format!("{}.{:02}", 10 + n % 90, n % 100), "EUR"));
+            }
+        }
+        batch.push(tx(format!("bad-{round}"), PARTNERS[round % 4], "10.00", "XXX"));
+        batch.push(tx(format!("nobody-{round}"), "nobody", "10.00", "EUR"));
+        submitted += batch.len();
+        let results = clients[round % 2].submit(batch).await.unwrap();
+        assert!(results.iter().all(|r| !r.duplicate));
+    }
+
+    // Everything, read through node 3 across the shards, newest first, no page overlapping.
+    let txs = all_pages(nodes[2], "/v1/transactions?limit=7", "transactions", &ops).await;
+    assert_eq!(txs.len(), submitted);
+    let mut ids: Vec<&str> = txs.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), submitted, "pages overlapped");
+    let stamps: Vec<Instant> =
+        txs.iter().map(|t| Instant::parse_rfc3339(t["received_at"].as_str().unwrap()).unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    // The same history through settle_core gives the same outcomes, balances and statements.
+    let mut ledger = Ledger::new(Span::from_hours(settle_core::ledger::DEFAULT_FX_MAX_AGE_HOURS), 0);
+    for p in PARTNERS {
+        let value: Value = serde_json::from_str(&partner_body(p)).unwrap();
+        ledger.add_partner(settle_core::scenario::parse_partner(&value, "partner").unwrap()).unwrap();
+    }
+    let mut statements = Vec::new();
+    let mut exceptions = 0;
+    for t in txs.iter().rev() {
+        let result = ledger.apply(tx_input(t), Instant::MAX, &mut statements);
+        let expected = settle_api::views::outcome(
+            &result.outcome,
+            Some(settle_core::Currency::from_code("EUR").unwrap()),
+        );
+        let got = &t["outcome"];
+        assert_eq!(got["status"], expected["status"], "{t}");
+        assert_eq!(got["reason"], expected["reason"], "{t}");
+        if expected["status"] == "applied" {
+            assert_eq!(got["payable_after"], expected["payable_after"], "{t}");
+            assert_eq!(got["settled_amount"], expected["settled_amount"], "{t}");
+        } else {
+            exceptions += 1;
+        }
+    }
+    for p in PARTNERS {
+        let b = get(nodes[2], &format!("/v1/partners/{p}/balance"), &ops).await.json();
+        let payable = ledger.account(p).unwrap().payable();
+        assert_eq!(
+            b["payable"],
+            settle_api::views::money(payable, settle_core::Currency::from_code("EUR").unwrap())
+        );
+        let got = get(nodes[2], &format!("/v1/partners/{p}/statements"), &ops).await.json();
+        let mut want: Vec<Value> =
+            statements.iter().filter(|s| s.partner == p).map(settle_api::views::statement).collect();
+        want.reverse();
+        assert!(!want.is_empty(), "the days before today closed");
+        assert_eq!(got["statements"], Value::Array(want), "{p}");
+    }
+    let queue = all_pages(nodes[2], "/v1/exceptions?limit=3", "exceptions", &ops).await;
+    assert_eq!(queue.len(), exceptions);
+    assert!(queue.iter().all(|e| e["status"] == "open" && e["transaction"].is_object()));
+
+    // Resolve through node 2: a retry with the currency corrected, a rejection.
+    let find = |id: &str| queue.iter().find(|e| e["id"] == id).unwrap()["seq"].as_str().unwrap().to_string();
+    let (bad, nobody) = (find("bad-0"), find("nobody-2"));
+    let body = json!({"action": "retry", "corrections": {"currency": "EUR"}}).to_string();
+    let r = post(nodes[1], &format!("/v1/exceptions/{bad}/resolve"), &admin, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resolved = r.json();
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["resolution"]["outcome"]["status"], "applied");
+    let retry_id = resolved["resolution"]["retry_id"].as_str().unwrap().to_string();
+    let body = json!({"action": "reject", "reason": "test data"}).to_string();
+    assert_eq!(post(nodes[1], &format!("/v1/exceptions/{nobody}/resolve"), &admin, &body).await.status, 200);
+    for &addr in &nodes {
+        let e = get(addr, &format!("/v1/exceptions/{bad}"), &ops).await.json();
+        assert_eq!(e["resolution"], resolved["resolution"], "{addr}");
+        let e = get(addr, &format!("/v1/exceptions/{nobody}"), &ops).await.json();
+        assert_eq!(e["resolution"]["reason"], "test data");
+        assert_eq!(get(addr, &format!("/v1/transactions/{retry_id}"), &ops).await.json()["currency"], "EUR");
+    }
+    assert_eq!(post(nodes[2], &format!("/v1/exceptions/{bad}/resolve"), &ops, &body).await.status, 409);
+    let open = all_pages(nodes[0], "/v1/exceptions?status=open", "exceptions", &ops).await;
+    assert_eq!(open.len(), exceptions - 2);
+
+    // A partner key sees only its own partner, on every member, in REST and GraphQL.
+    let pa = Cred::Key(key_at(nodes[0], &admin, "partner", Some("pa")).await);
+    for &addr in &nodes {
+        for path in [
+            "/v1/partners/pb",
+            "/v1/partners/pb/balance",
+            "/v1/partners/pb/statements",
+            "/v1/transactions?partner=pb",
+            "/v1/exceptions?partner=pb",
+            "/v1/transactions/t0010",
+        ] {
+            let r = get(addr, path, &pa).await;
+            assert!(r.status == 404 || r.status == 403, "{addr}{path}: {} {}", r.status, r.text());
+            let body = r.json();
+            assert_eq!(
+                body.as_object().unwrap().keys().collect::<Vec<_>>(),
+                ["error"],
+                "{path} leaked: {body}"
+            );
+        }
+        let mine = all_pages(addr, "/v1/transactions?limit=50", "transactions", &pa).await;
+        let pa_count = txs.iter().filter(|t| t["partner"] == "pa").count() + 1;
+        assert_eq!(mine.len(), pa_count, "pa's transactions and the retry ({addr})");
+        assert!(mine.iter().all(|t| t["partner"] == "pa"));
+        let g = graphql_at(addr, &pa, r#"{ balance(partner: "pb") { payable } }"#).await;
+        assert!(g["errors"].is_array(), "{g}");
+        let g = graphql_at(addr, &pa, r#"{ transactions(limit: 100) { items { partner } } }"#).await;
+        let items = g["data"]["transactions"]["items"].as_array().unwrap();
+        assert!(!items.is_empty() && items.iter().all(|t| t["partner"] == "pa"), "{g}");
+    }
+
+    // The audit chain is the same on every member.
+    eventually("equal audit chains on every member", || async {
+        let mut heads = Vec::new();
+        for &addr in &nodes {
+            let v = get(addr, "/v1/audit/verify", &auditor).await.json();
+            heads.push((v["ok"].clone(), v["records"].clone(), v["head"].clone()));
+        }
+        heads.iter().all(|h| h == &heads[0] && h.0 == true)
+    })
+    .await;
+    let chain = get(nodes[0], "/v1/audit?limit=500", &auditor).await.json();
+    let actions: Vec<&str> =
+        chain["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["user.create", "session.create", "api_key.create", "partner.create", "exception.resolve"] {
+        assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+    }
+    for &addr in &nodes[1..] {
+        assert_eq!(get(addr, "/v1/audit?limit=500", &auditor).await.json(), chain);
+    }
+
+    // A member's health and Raft figures.
+    let overview = get(nodes[2], "/v1/overview", &ops).await.json();
+    let shards = overview["cluster"]["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), SHARDS as usize);
+    assert!(shards.iter().all(|s| s["leader"].is_u64()), "{overview}");
+    assert_eq!(overview["nodes"].as_array().unwrap().len(), 3);
+    let metrics = get(nodes[2], "/metrics", &ops).await.text();
+    for needle in [
+        "settle_raft_groups{state=\"leader\"}",
+        "settle_raft_leader_changes_total",
+        "settle_raft_applied_index_total",
+        "settle_raft_apply_lag{stat=\"max\"}",
+        "settle_rocksdb{cf=\"shard_history\"",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
+
+    // The listing `settle reconcile` reads (QUIC ListTransactions) works on a member.
+    let mut listed = Vec::new();
+    let mut after = 0;
+    loop {
+        let q = wire::ListTransactions {
+            partner: "pa".into(),
+            from: common::now().start_of_utc_day().saturating_sub(Span::from_hours(24)).to_rfc3339(),
+            to: common::now().saturating_add(Span::from_hours(24)).to_rfc3339(),
+            after_seq: after,
+            limit: 4,
+        };
+        let page = clients[1].list_transactions(q).await.unwrap();
+        listed.extend(page.items.iter().map(|i| i.tx.as_ref().unwrap().id.clone()));
+        after = page.next_after_seq;
+        if page.done {
+            break;
+        }
+    }
+    let mut want: Vec<String> = txs
+        .iter()
+        .rev()
+        .filter(|t| t["partner"] == "pa")
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    want.push(retry_id.clone());
+    assert_eq!(listed, want, "the partner's transactions in log order");
+
+    // On disk, every member holds the same chain (settle audit verify on a stopped member).
+    let mut reports = BTreeMap::new();
+    for i in 0..3 {
+        cluster.stop(i);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_settle"))
+            .args(["audit", "verify", "--data"])
+            .arg(&cluster.nodes[i].data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        reports.insert(i, (report["records"].clone(), report["head"].clone()));
+    }
+    assert!(reports.values().all(|r| r == &reports[&0]), "{reports:?}");
+    assert_eq!(reports[&0].0, json!(actions.len()));
+}
