@@ -247,6 +247,12 @@ pub trait ReadModel: Send + Sync + 'static {
     fn raft_stats(&self) -> Option<RaftStats> {
         None
     }
+    /// Whether this node should get traffic now (`GET /readyz`); `Err` names what it waits for
+    /// (a cluster member: a shard without a leader, or a replica not caught up). A standalone
+    /// engine is ready once it serves (it rebuilt its state before the API started).
+    fn readiness(&self) -> Result<(), Vec<String>> {
+        Ok(())
+    }
 }
 
 /// What the API changes in the settlement state. Each call is durable when it returns `Ok`.

@@ -79,6 +79,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/graphql", post(crate::graphql::execute).get(crate::graphql::playground_refused))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route("/readyz", get(readyz))
         .merge(crate::web::pages())
         .layer(middleware::from_fn_with_state(Arc::clone(&app), authenticate))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -1069,6 +1070,16 @@ async fn overview(State(app): AppState, p: Principal) -> ApiResult<Json<Value>> 
         "nodes": nodes,
         "alerts": app.alerts.active_json(),
     })))
+}
+
+/// Readiness for orchestrators (anonymous, like `/healthz`): 200 when this node is caught up and
+/// serving, 503 with the reasons otherwise.
+async fn readyz(State(app): AppState) -> Response {
+    match app.read.readiness() {
+        Ok(()) => Json(json!({"ready": true})).into_response(),
+        Err(reasons) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reasons": reasons})))
+            .into_response(),
+    }
 }
 
 async fn metrics(State(app): AppState, p: Principal) -> ApiResult<Response> {

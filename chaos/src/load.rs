@@ -29,6 +29,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const BATCH_DEADLINE: Duration = Duration::from_secs(30);
 /// A probe write gives up sooner, so that the next probe write measures again.
 pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
+/// A probe write not answered within this time is sent to the next node too (same id, so it is
+/// applied at most once): the probe measures the shard, not how long a client waits on a node
+/// that was killed or paused before trying another.
+pub const PROBE_HEDGE_AFTER: Duration = Duration::from_millis(250);
 /// Repeat batches in flight during the verification.
 const VERIFY_CONCURRENCY: usize = 16;
 /// Pause after every node refused a request, before going round again.
@@ -168,7 +172,6 @@ impl Load {
         &self,
         txs: &[wire::Transaction],
         preferred: &mut usize,
-        probe: bool,
         deadline: std::time::Instant,
     ) -> Result<Vec<wire::TxResult>, String> {
         let mut last = String::from("no node to send to");
@@ -176,8 +179,7 @@ impl Load {
             let endpoints = self.endpoints();
             for k in 0..endpoints.len() {
                 let i = (*preferred + k) % endpoints.len();
-                let client = if probe { &endpoints[i].probe } else { &endpoints[i].load };
-                match client.submit(txs.to_vec()).await {
+                match endpoints[i].load.submit(txs.to_vec()).await {
                     Ok(results) => {
                         *preferred = i;
                         return Ok(results);
@@ -200,6 +202,70 @@ impl Load {
                 }
             }
             if std::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+
+    /// A probe write: to the node at `*preferred`, then hedged to the next node every
+    /// PROBE_HEDGE_AFTER while none answered, until one answers or `deadline` passes; the first
+    /// answer counts and the other requests are dropped (idempotency makes that harmless).
+    pub async fn submit_hedged(
+        &self,
+        txs: &[wire::Transaction],
+        preferred: &mut usize,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<wire::TxResult>, String> {
+        let mut last = String::from("no node to send to");
+        loop {
+            let endpoints = self.endpoints();
+            let n = endpoints.len();
+            let mut set = tokio::task::JoinSet::new();
+            let mut launched = 0;
+            while launched < n || !set.is_empty() {
+                if launched < n && (launched == 0 || set.is_empty()) {
+                    let i = (*preferred + launched) % n;
+                    let (ep, txs) = (Arc::clone(&endpoints[i]), txs.to_vec());
+                    set.spawn(async move { (i, ep.probe.submit(txs).await) });
+                    launched += 1;
+                    continue;
+                }
+                let hedge = tokio::time::sleep(PROBE_HEDGE_AFTER);
+                tokio::select! {
+                    done = set.join_next() => {
+                        let Some(done) = done else { continue };
+                        let Ok((i, answer)) = done else { continue };
+                        match answer {
+                            Ok(results) => {
+                                *preferred = i;
+                                set.abort_all();
+                                return Ok(results);
+                            }
+                            Err(e) if refused(&e) => {
+                                return Err(format!("refused by node {}: {e}", endpoints[i].node));
+                            }
+                            Err(e) => {
+                                let mut stats = lock(&self.stats);
+                                stats.failovers += 1;
+                                *stats.failures_by_node.entry(endpoints[i].node).or_default() += 1;
+                                drop(stats);
+                                last = format!("node {}: {e}", endpoints[i].node);
+                            }
+                        }
+                    }
+                    () = hedge, if launched < n => {
+                        let i = (*preferred + launched) % n;
+                        let (ep, txs) = (Arc::clone(&endpoints[i]), txs.to_vec());
+                        set.spawn(async move { (i, ep.probe.submit(txs).await) });
+                        launched += 1;
+                    }
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(last);
+                }
+            }
+            if n == 0 || std::time::Instant::now() >= deadline {
                 return Err(last);
             }
             tokio::time::sleep(ROUND_PAUSE).await;
@@ -235,7 +301,7 @@ impl Load {
             let issued = lock(&self.generator).batch(self.batch, instant_now());
             let txs: Vec<_> = issued.iter().map(|i| i.tx.clone()).collect();
             let deadline = std::time::Instant::now() + BATCH_DEADLINE;
-            match self.submit_failover(&txs, &mut preferred, false, deadline).await {
+            match self.submit_failover(&txs, &mut preferred, deadline).await {
                 Ok(results) => {
                     lock(&self.stats).batches_acked += 1;
                     self.record(issued, results, true);
@@ -267,7 +333,7 @@ impl Load {
             };
             let issued = vec![Issued { partner, tx: tx.clone() }];
             let deadline = std::time::Instant::now() + PROBE_DEADLINE;
-            match self.submit_failover(std::slice::from_ref(&tx), &mut preferred, true, deadline).await {
+            match self.submit_hedged(std::slice::from_ref(&tx), &mut preferred, deadline).await {
                 Ok(results) => {
                     let now = std::time::Instant::now();
                     {
@@ -321,7 +387,7 @@ impl Load {
             let load = self.clone();
             set.spawn(async move {
                 let mut preferred = i;
-                let r = load.submit_failover(&txs, &mut preferred, false, deadline).await;
+                let r = load.submit_failover(&txs, &mut preferred, deadline).await;
                 drop(permit);
                 (i, r)
             });
@@ -394,7 +460,7 @@ impl Load {
                 continue;
             }
             let txs: Vec<_> = issued.iter().map(|i| i.tx.clone()).collect();
-            match self.submit_failover(&txs, &mut preferred, false, deadline).await {
+            match self.submit_failover(&txs, &mut preferred, deadline).await {
                 Ok(results) => self.record(issued, results, false),
                 Err(e) => {
                     left += issued.len() as u64;

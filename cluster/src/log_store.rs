@@ -90,8 +90,15 @@ impl LogStore {
         let (cached_from, mut cached) = {
             let cache = self.cache();
             let first = cache.entries.first_key_value().map(|(&k, _)| k).unwrap_or(u64::MAX);
-            let cached: Vec<Entry> =
-                cache.entries.range(from.max(first)..to).map(|(_, e)| e.clone()).collect();
+            // When the whole range lies before the cache, `from.max(first)` exceeds `to`, and
+            // `BTreeMap::range` panics on an inverted range: that panic once killed replication
+            // tasks, so a follower that fell behind the cache never caught up.
+            let start = from.max(first);
+            let cached: Vec<Entry> = if start < to {
+                cache.entries.range(start..to).map(|(_, e)| e.clone()).collect()
+            } else {
+                Vec::new()
+            };
             (first, cached)
         };
         if from >= cached_from {
@@ -229,5 +236,59 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             RaftOp::PurgeLog { group: self.group, upto: log_id.index },
         ];
         self.writer.write(ops).await.map_err(io_write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Cmd;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Cmd::Meta(crate::types::MetaCmd::RemoveNode(index))),
+        }
+    }
+
+    /// A lagging follower asks for entries that lie wholly before the cached run; before the fix
+    /// this panicked inside `BTreeMap::range` and the replication task died.
+    #[test]
+    fn ranges_before_the_cache_are_read_from_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let db = Arc::new(RaftDb::open(dir.path()).unwrap());
+            let writer = LogWriter::start(Arc::clone(&db)).unwrap();
+            let store = LogStore::open(7, Arc::clone(&db), writer.clone()).unwrap();
+            let total = CACHED_ENTRIES as u64 * 3;
+            let ops: Vec<RaftOp> = (1..=total)
+                .map(|i| RaftOp::PutLog { group: 7, index: i, entry: encode_entry(&entry(i)).unwrap() })
+                .collect();
+            writer.write(ops).await.unwrap();
+            {
+                let mut cache = store.cache();
+                for i in (total - CACHED_ENTRIES as u64 + 1)..=total {
+                    cache.entries.insert(i, entry(i));
+                }
+                cache.flushed = Some(total);
+                cache.last = Some(entry(total).log_id);
+            }
+            let first_cached = total - CACHED_ENTRIES as u64 + 1;
+            let indexes = |from, to| -> Vec<u64> {
+                store.entries(from, to).unwrap().iter().map(|e| e.log_id.index).collect()
+            };
+            assert_eq!(indexes(1, 11), (1..11).collect::<Vec<_>>());
+            assert_eq!(indexes(5, first_cached), (5..first_cached).collect::<Vec<_>>());
+            assert_eq!(
+                indexes(first_cached - 2, first_cached + 2),
+                (first_cached - 2..first_cached + 2).collect::<Vec<_>>()
+            );
+            assert_eq!(indexes(first_cached + 1, total + 1), (first_cached + 1..=total).collect::<Vec<_>>());
+            assert!(indexes(9, 9).is_empty());
+            assert!(indexes(10, 3).is_empty());
+            writer.stop().await;
+        });
     }
 }

@@ -7,13 +7,15 @@ use crate::meta::{ClusterConfig, NodeInfo};
 use crate::raft_net::GroupNetwork;
 use crate::state_machine::{GroupSm, SmKind};
 use crate::transport::{
-    ForwardError, GroupStatus, NodeStatus, PeerReq, PeerResp, PeerService, PeerTls, Peers,
+    advertised_addr, check_peer_addr, ForwardError, GroupStatus, NodeStatus, PeerReq, PeerResp, PeerService,
+    PeerTls, Peers,
 };
 use crate::types::{
     shard_group, shard_of, Cmd, GroupId, MetaCmd, NodeId, Raft, Resp, TxBatch, TxList, META_GROUP,
 };
 use crate::writer::LogWriter;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Partner, Span, TxInput};
@@ -43,6 +45,9 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a status query waits for each node.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a write proposed on this node's leader replica may take to commit before the caller
+/// is told the outcome is unknown (it retries with the same ids, maybe through another node).
+pub const LOCAL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most transactions in one submission (as the standalone engine).
 pub const MAX_SUBMIT_TXS: usize = 65_536;
 /// Most transactions merged into one shard log entry.
@@ -78,6 +83,8 @@ pub struct ClusterOptions {
     pub id: NodeId,
     pub data_dir: PathBuf,
     pub peer_listen: SocketAddr,
+    /// `--advertise`: the host name or IP others reach this node at (default: the bound address).
+    pub advertise: Option<String>,
     /// `--bootstrap`: the initial members' peer addresses (first start only).
     pub bootstrap: Option<BTreeMap<NodeId, String>>,
     /// `--join`: a member's peer address (first start of a node added later).
@@ -209,8 +216,8 @@ impl ClusterHandle {
                     (None, Some(member)) => {
                         // Ask a member for the cluster's configuration; the node then holds no
                         // group until `settle cluster add-node` places replicas on it.
-                        let addr = member.parse().map_err(|e| startup(format!("--join {member}: {e}")))?;
-                        peers.set_addr(JOIN_CONTACT, addr);
+                        check_peer_addr(member).map_err(|e| startup(format!("--join: {e}")))?;
+                        peers.set_addr(JOIN_CONTACT, member.clone());
                         match peers.call(JOIN_CONTACT, &PeerReq::Config, FORWARD_TIMEOUT).await {
                             Ok(PeerResp::Config(config)) => config,
                             Ok(_) => return Err(startup("unexpected answer to --join".into())),
@@ -233,11 +240,11 @@ impl ClusterHandle {
         };
         let writer = LogWriter::start(Arc::clone(&db)).map_err(|e| startup(e.to_string()))?;
         for (&node, addr) in &config.initial {
-            if let Ok(addr) = addr.parse() {
-                peers.set_addr(node, addr);
-            }
+            check_peer_addr(addr).map_err(|e| startup(format!("node {node}: {e}")))?;
+            peers.set_addr(node, addr.clone());
         }
-        let info = NodeInfo { id: opts.id, peer: peer_addr.to_string(), quic: String::new(), http: None };
+        let peer = advertised_addr(opts.advertise.as_deref(), peer_addr);
+        let info = NodeInfo { id: opts.id, peer, quic: String::new(), http: None };
         let members: BTreeMap<NodeId, BasicNode> =
             config.initial.iter().map(|(&id, addr)| (id, BasicNode { addr: addr.clone() })).collect();
         let opener = GroupOpener {
@@ -329,7 +336,7 @@ impl ClusterHandle {
         self.inner.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The peer address actually bound.
+    /// The peer address others reach this node at (advertised, else the one actually bound).
     pub fn peer_addr(&self) -> String {
         self.info().peer
     }
@@ -473,7 +480,15 @@ impl ClusterHandle {
             Cmd::Txs(batch) => Cmd::Txs(TxBatch { received_at: now(), txs: batch.txs }),
             other => other,
         };
-        match g.raft.client_write(cmd).await {
+        // A leader cut off from its majority does not learn it is deposed until it hears a
+        // higher term: without a bound, a client connected to it would wait forever.
+        let written = tokio::time::timeout(LOCAL_WRITE_TIMEOUT, g.raft.client_write(cmd)).await;
+        let Ok(written) = written else {
+            return Err(ForwardError::Failed(format!(
+                "not committed within {LOCAL_WRITE_TIMEOUT:?} (is this leader cut off from its majority?)"
+            )));
+        };
+        match written {
             Ok(resp) => {
                 if let Resp::Txs(results) = &resp.data {
                     self.inner.stats.committed_as_leader(results.len());
@@ -557,8 +572,8 @@ impl ClusterHandle {
             other => ForwardError::Failed(other.to_string()),
         };
         for (id, addr) in add {
-            if let Ok(a) = addr.parse() {
-                self.inner.peers.set_addr(id, a);
+            if check_peer_addr(&addr).is_ok() {
+                self.inner.peers.set_addr(id, addr.clone());
             }
             g.raft.add_learner(id, BasicNode { addr }, true).await.map_err(not_leader)?;
         }
@@ -703,9 +718,7 @@ impl ClusterHandle {
     /// Adds node `id` (started with `--join`, listening for peers on `peer`) and moves shard
     /// replicas to it until replicas are spread evenly.
     pub async fn add_node(&self, id: NodeId, peer: String) -> Result<(), ClusterError> {
-        if peer.parse::<SocketAddr>().is_err() {
-            return Err(ClusterError::Rejected(format!("{peer:?} is not a HOST:PORT address")));
-        }
+        check_peer_addr(&peer).map_err(ClusterError::Rejected)?;
         // The metadata group: as a learner (it reads the registry; the voters stay).
         let meta_voters: std::collections::BTreeSet<NodeId> =
             self.inner.config.initial.keys().copied().collect();
@@ -1051,7 +1064,17 @@ impl PeerService for ClusterHandle {
             |group: GroupId| PeerResp::Refused(format!("node {} holds no group {group}", self.inner.id));
         match req {
             PeerReq::Append { group, req } => match self.ensure_group(group).await {
-                Ok(g) => PeerResp::Append(g.raft.append_entries(req).await),
+                Ok(g) => {
+                    let leader_commit = req.leader_commit.map(|l| l.index);
+                    let resp = g.raft.append_entries(req).await;
+                    if matches!(
+                        resp,
+                        Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+                    ) {
+                        self.inner.stats.leader_append(group, leader_commit);
+                    }
+                    PeerResp::Append(resp)
+                }
                 Err(e) => PeerResp::Refused(e),
             },
             PeerReq::Vote { group, req } => match self.group(group) {

@@ -21,7 +21,17 @@ pub struct Stats {
     leader_changes: AtomicU64,
     /// The leader each replica saw at the last observation.
     leaders: Mutex<HashMap<GroupId, Option<NodeId>>>,
+    /// Per follower replica: the leader's commit index in the last append it accepted, and when.
+    leader_commits: Mutex<HashMap<GroupId, (u64, std::time::Instant)>>,
 }
+
+/// A follower whose applied index is more entries than this behind its leader's commit index is
+/// not ready (it is catching up). Entries carry batches, so this is many transactions; a healthy
+/// follower under full load stays within a few entries.
+pub const READY_MAX_LAG_ENTRIES: u64 = 512;
+/// A follower that accepted no append (heartbeats included) for this long, or a leader without a
+/// quorum acknowledgement for this long, is not ready (cut off from its group).
+pub const READY_MAX_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Counts a submission in flight until dropped.
 #[derive(Debug)]
@@ -41,6 +51,13 @@ impl Stats {
         let n = transactions as u64;
         self.in_flight.fetch_add(n, Ordering::Relaxed);
         InFlight { stats: self, n }
+    }
+
+    /// A follower replica of `group` accepted an append carrying the leader's commit index.
+    pub fn leader_append(&self, group: GroupId, leader_commit: Option<u64>) {
+        let mut seen = self.leader_commits.lock().unwrap_or_else(|e| e.into_inner());
+        let commit = leader_commit.unwrap_or(0).max(seen.get(&group).map_or(0, |s| s.0));
+        seen.insert(group, (commit, std::time::Instant::now()));
     }
 
     pub fn committed_as_leader(&self, transactions: usize) {
@@ -88,6 +105,54 @@ impl ClusterHandle {
             if leader.is_some() && before.is_some_and(|b| b != leader) {
                 stats.leader_changes.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Whether this member is caught up and serving (`/readyz`); else what it waits for. Local
+    /// only (a probe must not depend on other nodes answering): every replica here is in a group
+    /// with a leader; a leader heard from a quorum recently; a follower heard from its leader
+    /// recently and applied up to near the leader's commit index.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let me = self.node_id();
+        let mut why = Vec::new();
+        let seen = self.stats().leader_commits.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (group, raft) in self.rafts() {
+            let m = raft.metrics().borrow().clone();
+            if let Err(e) = &m.running_state {
+                why.push(format!("group {group}: stopped: {e}"));
+                continue;
+            }
+            let membership = m.membership_config.membership();
+            let voter = membership.voter_ids().any(|v| v == me);
+            if !voter && !membership.learner_ids().any(|l| l == me) {
+                continue; // a replica moved away, about to be dropped
+            }
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            match m.current_leader {
+                None => why.push(format!("group {group}: no leader")),
+                Some(leader) if leader == me => {
+                    let quorum_ms = m.millis_since_quorum_ack;
+                    if quorum_ms.is_none_or(|ms| ms > READY_MAX_SILENCE.as_millis() as u64) {
+                        why.push(format!("group {group}: leader without a recent quorum"));
+                    }
+                }
+                Some(leader) => match seen.get(&group) {
+                    None => why.push(format!("group {group}: nothing heard from leader {leader} yet")),
+                    Some((_, at)) if at.elapsed() > READY_MAX_SILENCE => why.push(format!(
+                        "group {group}: nothing heard from leader {leader} for {:?}",
+                        at.elapsed()
+                    )),
+                    Some((commit, _)) if applied.saturating_add(READY_MAX_LAG_ENTRIES) < *commit => {
+                        why.push(format!("group {group}: applied {applied} of the leader's {commit}"))
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why)
         }
     }
 

@@ -30,8 +30,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
     type Network = GroupClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupClient {
-        if let Ok(addr) = node.addr.parse() {
-            self.peers.set_addr(target, addr);
+        if crate::transport::check_peer_addr(&node.addr).is_ok() {
+            self.peers.set_addr(target, node.addr.clone());
         }
         GroupClient { group: self.group, target, peers: Arc::clone(&self.peers) }
     }

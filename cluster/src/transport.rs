@@ -31,6 +31,49 @@ pub const PEER_ALPN: &[u8] = b"settle-peer/1";
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
 /// Time to establish a connection to a peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long resolving a peer's DNS name may take before the call counts as unreachable.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest `HOST:PORT` accepted as a peer address (a DNS name is at most 253 bytes).
+pub const MAX_PEER_ADDR_BYTES: usize = 261;
+
+/// The address others use to reach a socket bound at `bound`: `HOST:PORT` with the advertised
+/// host (`--advertise`, e.g. a pod's stable DNS name) when given, else the bound address itself.
+pub fn advertised_addr(host: Option<&str>, bound: SocketAddr) -> String {
+    match host {
+        Some(h) if h.parse::<std::net::Ipv6Addr>().is_ok() => format!("[{h}]:{}", bound.port()),
+        Some(h) => format!("{h}:{}", bound.port()),
+        None => bound.to_string(),
+    }
+}
+
+/// Checks that `addr` is a peer address: `IP:PORT`, `[IPv6]:PORT` or `DNS-NAME:PORT`. Names are
+/// kept as given and resolved at each connection.
+pub fn check_peer_addr(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    if addr.len() > MAX_PEER_ADDR_BYTES {
+        return Err(format!("{addr:?}: longer than {MAX_PEER_ADDR_BYTES} bytes"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?}: expected HOST:PORT"));
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{addr:?}: the port must be 1 to 65535"));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || !host.split('.').all(label_ok) {
+        return Err(format!("{addr:?}: {host:?} is neither an IP address nor a DNS name"));
+    }
+    Ok(())
+}
 /// A peer connection silent this long is closed (keep-alives every quarter of it keep live ones
 /// open), so a killed peer's connection is dropped and a restarted peer reconnected quickly.
 pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -302,7 +345,9 @@ pub trait PeerService: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Peers {
     endpoint: quinn::Endpoint,
-    addrs: std::sync::Mutex<HashMap<NodeId, SocketAddr>>,
+    /// Per peer, `HOST:PORT` as configured: an IP address or a DNS name, resolved at every new
+    /// connection (a pod keeps its name across restarts, not its IP).
+    addrs: std::sync::Mutex<HashMap<NodeId, String>>,
     /// Per peer, its connection; each slot has its own lock, so connecting to a dead peer never
     /// delays calls to the others.
     conns: std::sync::Mutex<HashMap<NodeId, Slot>>,
@@ -328,13 +373,37 @@ impl Peers {
         self.endpoint.local_addr().map_err(|e| e.to_string())
     }
 
-    /// Records (or changes) where a peer listens.
-    pub fn set_addr(&self, node: NodeId, addr: SocketAddr) {
-        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).insert(node, addr);
+    /// Records (or changes) where a peer listens (`HOST:PORT`, see [`check_peer_addr`]).
+    pub fn set_addr(&self, node: NodeId, addr: impl Into<String>) {
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).insert(node, addr.into());
     }
 
-    fn addr(&self, node: NodeId) -> Option<SocketAddr> {
-        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&node).copied()
+    fn addr(&self, node: NodeId) -> Option<String> {
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&node).cloned()
+    }
+
+    /// The socket address to dial for `addr`: itself when it is an IP address, else the first
+    /// address its name resolves to in the endpoint's family.
+    async fn resolve(&self, node: NodeId, addr: &str) -> Result<SocketAddr, PeerError> {
+        if let Ok(ip) = addr.parse::<SocketAddr>() {
+            return Ok(ip);
+        }
+        let want_v6 = self.endpoint.local_addr().is_ok_and(|a| a.is_ipv6());
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(addr))
+            .await
+            .map_err(|_| PeerError::Unreachable(node, format!("resolving {addr} timed out")))?
+            .map_err(|e| PeerError::Unreachable(node, format!("cannot resolve {addr}: {e}")))?;
+        let mut first = None;
+        for a in found {
+            if a.is_ipv6() == want_v6 {
+                return Ok(a);
+            }
+            first.get_or_insert(a);
+        }
+        // A dual-stack endpoint bound to `[::]` also reaches IPv4 peers.
+        first.filter(|_| want_v6).ok_or_else(|| {
+            PeerError::Unreachable(node, format!("{addr} resolves to no address this endpoint can reach"))
+        })
     }
 
     /// Accepts peers until the endpoint closes; every stream is one request served by `service`.
@@ -379,7 +448,8 @@ impl Peers {
             }
         }
         *conn = None;
-        let addr = self.addr(node).ok_or_else(|| PeerError::Unreachable(node, "address unknown".into()))?;
+        let name = self.addr(node).ok_or_else(|| PeerError::Unreachable(node, "address unknown".into()))?;
+        let addr = self.resolve(node, &name).await?;
         let connecting = self
             .endpoint
             .connect(addr, "localhost")

@@ -148,6 +148,8 @@ def cases(root, scripts):
     assert flag(a, "--bootstrap") == want, (flag(a, "--bootstrap"), want)
     assert "--join" not in a and flag(a, "--shards") == "64" and flag(a, "--replicas") == "3", a
     assert flag(a, "--peer-listen") == "0.0.0.0:4434" and flag(a, "--http") == "0.0.0.0:8080", a
+    # Peers and operators reach the pod by its stable name, not by 0.0.0.0 or a changing pod IP.
+    assert flag(a, "--advertise") == host(0), a
     assert a[-2:] == ["--max-in-flight", "9"], "extraArgs come last"
     assert not (p.data / "joining").exists()
     # postStart does nothing for a bootstrapping node.

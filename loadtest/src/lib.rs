@@ -43,6 +43,18 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// Whether registration was refused because the partner exists (registered by an earlier attempt
+/// of the same request, or by an earlier run against the same `--target`).
+fn is_already_registered(e: &settle_client::ClientError) -> bool {
+    match e {
+        settle_client::ClientError::Server { code: settle_wire::ErrorCode::Rejected, message, .. } => {
+            message.contains("already registered")
+        }
+        settle_client::ClientError::Exhausted { last, .. } => is_already_registered(last),
+        _ => false,
+    }
+}
+
 /// Registers every partner, spreading the requests over `clients`.
 pub async fn register(clients: &[Arc<Client>], partners: &[traffic::PartnerDef]) -> anyhow::Result<()> {
     anyhow::ensure!(!clients.is_empty(), "no client to register partners with");
@@ -54,7 +66,12 @@ pub async fn register(clients: &[Arc<Client>], partners: &[traffic::PartnerDef])
         let id = p.id.clone();
         let permit = sem.clone().acquire_owned().await?;
         set.spawn(async move {
-            let r = client.register_partner(json).await.with_context(|| format!("cannot register {id}"));
+            let r = match client.register_partner(json).await {
+                // The client retries a request whose answer was lost (a timeout while a leader
+                // changes); the retry then finds the partner that the first attempt registered.
+                Err(e) if is_already_registered(&e) => Ok(()),
+                other => other.with_context(|| format!("cannot register {id}")),
+            };
             drop(permit);
             r
         });

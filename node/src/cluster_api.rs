@@ -257,6 +257,10 @@ impl ReadModel for ClusterApi {
         })
     }
 
+    fn readiness(&self) -> Result<(), Vec<String>> {
+        self.handle.readiness()
+    }
+
     fn raft_stats(&self) -> Option<RaftStats> {
         let r = self.handle.raft_summary();
         Some(RaftStats {

@@ -132,8 +132,8 @@ enum AuditCommand {
 /// How `settle cluster` reaches a member.
 #[derive(Debug, clap::Args)]
 struct TargetArgs {
-    /// Any member's client (`--listen`) address.
-    #[arg(long)]
+    /// Any member's client (`--listen`) address: IP:PORT or DNS-NAME:PORT.
+    #[arg(long, value_parser = resolve_target)]
     target: SocketAddr,
     /// The certificate (PEM) to trust.
     #[arg(long)]
@@ -159,8 +159,9 @@ enum ClusterAction {
         target: TargetArgs,
         #[arg(long)]
         id: u64,
-        #[arg(long)]
-        peer: SocketAddr,
+        /// The new node's peer address (its `--peer-listen` port): IP:PORT or DNS-NAME:PORT.
+        #[arg(long, value_parser = peer_address)]
+        peer: String,
     },
     /// Drain a node (its replicas move to the others) and remove it; returns when it holds none.
     RemoveNode {
@@ -183,6 +184,11 @@ struct ClusterArgs {
     /// HTTP address (served by the HTTP API when present; reported in the ready line).
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// The host name or IP address other nodes and operators reach this node at (e.g. a pod's
+    /// stable DNS name behind a headless Service); announced with the peer, client and HTTP
+    /// ports. Default: the addresses as bound (useless when listening on 0.0.0.0).
+    #[arg(long, requires = "id")]
+    advertise: Option<String>,
     /// First start of an initial member: every initial member's peer address, as 1=HOST:PORT,...
     #[arg(long, requires = "id", conflicts_with = "join")]
     bootstrap: Option<String>,
@@ -465,7 +471,7 @@ async fn cluster_command(action: ClusterAction) -> anyhow::Result<()> {
     let (target, json, command) = match action {
         ClusterAction::Status { target, json } => (target, json, None),
         ClusterAction::AddNode { target, id, peer } => {
-            (target, false, Some(serde_json::json!({"add_node": {"id": id, "peer": peer.to_string()}})))
+            (target, false, Some(serde_json::json!({"add_node": {"id": id, "peer": peer}})))
         }
         ClusterAction::RemoveNode { target, id } => {
             (target, false, Some(serde_json::json!({"remove_node": {"id": id}})))
@@ -648,13 +654,31 @@ async fn run_dev_cluster(
     Ok(())
 }
 
+/// `--target`: an IP address, or a DNS name resolved once here (the command is short-lived).
+fn resolve_target(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    settle_cluster::transport::check_peer_addr(text)?;
+    let mut found = text.to_socket_addrs().map_err(|e| format!("cannot resolve {text}: {e}"))?;
+    found.next().ok_or_else(|| format!("{text} resolves to no address"))
+}
+
+/// `--peer`: kept as given (a name is resolved by every node at each connection).
+fn peer_address(text: &str) -> Result<String, String> {
+    settle_cluster::transport::check_peer_addr(text)?;
+    Ok(text.to_string())
+}
+
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
 fn parse_members(text: &str) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
     let mut out = std::collections::BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part.split_once('=').with_context(|| format!("{part:?}: expected ID=HOST:PORT"))?;
         let id: u64 = id.trim().parse().with_context(|| format!("{part:?}: bad node id"))?;
-        let addr: SocketAddr = addr.trim().parse().with_context(|| format!("{part:?}: bad address"))?;
+        let addr = addr.trim();
+        settle_cluster::transport::check_peer_addr(addr).map_err(|e| anyhow::anyhow!("{part:?}: {e}"))?;
         if out.insert(id, addr.to_string()).is_some() {
             anyhow::bail!("node {id} is listed twice");
         }
@@ -678,6 +702,7 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
         id,
         data_dir: opts.data.clone(),
         peer_listen,
+        advertise: cluster.advertise.clone(),
         bootstrap,
         join: cluster.join.clone(),
         shards: cluster.shards,
@@ -706,8 +731,9 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
         }
         None => (None, None),
     };
-    let http = api.as_ref().map(|a| a.local_addr().to_string());
-    handle.announce(addr.to_string(), http.clone());
+    let advertise = cluster.advertise.as_deref();
+    let http = api.as_ref().map(|a| settle_cluster::transport::advertised_addr(advertise, a.local_addr()));
+    handle.announce(settle_cluster::transport::advertised_addr(advertise, addr), http.clone());
     let ready = serde_json::json!({
         "event": "ready",
         "node_id": id,

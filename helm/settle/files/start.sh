@@ -20,6 +20,7 @@ initial="$(state initial-members)"
 formed="$(state formed)"
 args=(node --id "$NODE_ID" --data "$DATA"
   --listen "0.0.0.0:$QUIC_PORT" --peer-listen "0.0.0.0:$PEER_PORT" --http "0.0.0.0:$HTTP_PORT"
+  --advertise "$(pod_host "$ORDINAL")"
   --cert "$TLS_DIR/tls.crt" --key "$TLS_DIR/tls.key" --api-key-file "$AUTH_DIR/api-key"
   --shards "$(state shards)" --replicas "$(state replicas)")
 
