@@ -91,7 +91,15 @@ pub struct Probe {
     pub max_gap: Duration,
     /// When the longest gap began, from the start of the traffic.
     pub max_gap_from: Duration,
+    /// Every gap longer than [`GAP_RECORD_MIN`]: (start from the start of the traffic, length).
+    pub gaps: Vec<(Duration, Duration)>,
 }
+
+/// Gaps between two probe acknowledgements longer than this are kept, to attribute them to the
+/// faults during which they began (a healthy probe acknowledges every `PROBE_INTERVAL` or so).
+pub const GAP_RECORD_MIN: Duration = Duration::from_millis(500);
+/// Most gaps kept per probe partner.
+pub const MAX_GAPS_PER_PROBE: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -139,6 +147,7 @@ impl Load {
                 last_ack: started,
                 max_gap: Duration::ZERO,
                 max_gap_from: Duration::ZERO,
+                gaps: Vec::new(),
             })
             .collect();
         Load {
@@ -340,9 +349,13 @@ impl Load {
                         let mut probes = lock(&self.probes);
                         if let Some(p) = probes.get_mut(k) {
                             let gap = now.saturating_duration_since(p.last_ack);
+                            let from = p.last_ack.saturating_duration_since(self.started);
                             if gap > p.max_gap {
                                 p.max_gap = gap;
-                                p.max_gap_from = p.last_ack.saturating_duration_since(self.started);
+                                p.max_gap_from = from;
+                            }
+                            if gap > GAP_RECORD_MIN && p.gaps.len() < MAX_GAPS_PER_PROBE {
+                                p.gaps.push((from, gap));
                             }
                             p.last_ack = now;
                         }
@@ -360,6 +373,13 @@ impl Load {
     /// Whether every probe has been acknowledged since `since`.
     pub fn all_probes_since(&self, since: std::time::Instant) -> bool {
         lock(&self.probes).iter().all(|p| p.last_ack > since)
+    }
+
+    /// The longest gap of any probe that began in `[from, to)` (from the start of the traffic).
+    pub fn max_gap_between(&self, from: Duration, to: Duration) -> Duration {
+        let probes = lock(&self.probes);
+        let gaps = probes.iter().flat_map(|p| p.gaps.iter());
+        gaps.filter(|(start, _)| *start >= from && *start < to).map(|(_, gap)| *gap).max().unwrap_or_default()
     }
 
     /// The longest time any probe partner accepted no write: (gap, partner id, gap start).

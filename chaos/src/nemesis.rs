@@ -31,6 +31,10 @@ pub struct FaultRecord {
     /// Why the fault could not be injected as scheduled (not an invariant violation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The longest time a probe partner accepted no write, of the gaps that began while this
+    /// fault was in force (from its injection until the next fault), filled in after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unavailability_ms: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -88,6 +92,7 @@ impl Nemesis {
                 action: fault.action.clone(),
                 node,
                 error,
+                max_unavailability_ms: None,
             });
         }
     }

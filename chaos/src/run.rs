@@ -311,6 +311,15 @@ async fn run(args: &Args, workdir: PathBuf) -> anyhow::Result<bool> {
         .map(|s| (s.failed, s.failovers, s.last_error.clone(), s.failures_by_node.clone()))
         .unwrap_or_default();
     let injected = nemesis.records.iter().filter(|r| r.error.is_none()).count();
+    // Each fault owns the probe gaps that began from just before it (the last acknowledgement
+    // before a kill precedes it) until just before the next fault.
+    let lead = crate::load::GAP_RECORD_MIN;
+    let starts: Vec<Duration> = nemesis.records.iter().map(|r| Duration::from_millis(r.at_ms)).collect();
+    for (i, record) in nemesis.records.iter_mut().enumerate() {
+        let from = starts[i].saturating_sub(lead);
+        let to = starts.get(i + 1).map_or(Duration::MAX, |next| next.saturating_sub(lead));
+        record.max_unavailability_ms = Some(load.max_gap_between(from, to).as_millis() as u64);
+    }
     let report = serde_json::json!({
         "seed": args.seed,
         "nodes": args.nodes,

@@ -23,22 +23,32 @@ use settle_storage::{RaftDb, RaftOp};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Heartbeat interval of every group, in milliseconds. openraft 0.9 also uses it as the time limit
-/// of every AppendEntries call (`replication/mod.rs`): at 100 ms, a catch-up append of many large
-/// entries on a loaded machine timed out every time and the follower never caught up (chaos:
-/// rolling restart, pause). 250 ms with smaller appends (`MAX_APPEND_ENTRIES`) leaves room.
-pub const HEARTBEAT_MS: u64 = 250;
+/// of every AppendEntries call (`replication/mod.rs`) and ticks its election timer every 1.5
+/// heartbeats: at 100 ms, a catch-up append of many large entries on a loaded machine timed out
+/// every time and the follower never caught up (chaos: rolling restart, pause); at 250 ms the
+/// timer's granularity alone cost a failover up to 375 ms. 200 ms with smaller appends
+/// (`MAX_APPEND_ENTRIES`) leaves room for both.
+pub const HEARTBEAT_MS: u64 = 200;
 /// Most log entries in one AppendEntries call (each may carry up to `MAX_ENTRY_TXS` transactions).
-pub const MAX_APPEND_ENTRIES: u64 = 32;
+pub const MAX_APPEND_ENTRIES: u64 = 16;
 /// Election timeout range of a group's preferred leader (it campaigns first).
-pub const PREFERRED_ELECTION_MS: (u64, u64) = (600, 900);
-/// Election timeout range of the other replicas (leaves the preferred leader time to win, and
-/// still elects within about a second when it is gone).
-pub const OTHER_ELECTION_MS: (u64, u64) = (1000, 1500);
+///
+/// openraft 0.9 starts an election once a follower has heard nothing from the leader for its
+/// leader lease (the range's maximum) plus a timeout drawn from the range, and a voter refuses
+/// votes until its own lease since the last heartbeat has run out. So a killed leader's preferred
+/// successor campaigns 850 to 1,000 ms (plus up to one 300 ms tick) after the last heartbeat, and
+/// the other replicas 1,250 to 1,400 ms: writes resume well within the 2 s target, and a single
+/// late heartbeat (up to about four) on a loaded machine does not start an election.
+pub const PREFERRED_ELECTION_MS: (u64, u64) = (350, 500);
+/// Election timeout range of the other replicas: their lease (the maximum) has run out when the
+/// preferred leader campaigns, and they leave it time to win before they campaign themselves.
+pub const OTHER_ELECTION_MS: (u64, u64) = (550, 700);
 /// How long a client operation keeps looking for a shard leader before it gives up.
 pub const LEADER_WAIT: Duration = Duration::from_secs(10);
 /// Time a forwarded request may take on the leader.
@@ -55,6 +65,19 @@ pub const MAX_ENTRY_TXS: usize = 8192;
 /// Entries of one shard a node has proposed and not yet seen committed; submissions arriving
 /// meanwhile wait and are merged into the next entry (one entry, one append, many transactions).
 pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;
+/// After a restart, how long the node's replicas wait, once it serves its peers, before they may
+/// campaign: two leases of the other replicas, time for a live leader's appends to arrive.
+pub const STARTUP_ELECTION_GRACE: Duration = Duration::from_millis(2 * OTHER_ELECTION_MS.1);
+/// How long a node that is stopping spends handing its leaderships over (SIGTERM): after it,
+/// the node stops anyway and its groups elect by timeout.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a leaving leader waits for what it proposed to commit before it hands over.
+pub const HANDOVER_DRAIN: Duration = Duration::from_secs(2);
+/// A leaving leader whose majority has not answered for this long hands nothing over.
+pub const HANDOVER_QUORUM_SILENCE_MS: u64 = 5 * HEARTBEAT_MS;
+/// How long a successor's campaign waits for votes before it campaigns again (a vote refused
+/// while a lease holds is not counted later; a new term asks again).
+pub const CAMPAIGN_RETRY: Duration = Duration::from_millis(250);
 /// At bootstrap, how long a member waits for a group's preferred leader to initialize it before
 /// initializing it itself (the preferred leader may be down).
 pub const INITIALIZE_FALLBACK: Duration = Duration::from_secs(5);
@@ -122,6 +145,11 @@ struct Inner {
     opening: tokio::sync::Mutex<()>,
     /// What this node did as a leader, and what it saw of its groups (metrics).
     stats: crate::observe::Stats,
+    /// Set once the node hands its leaderships over before it stops: its leader replicas take
+    /// no new proposals and its replicas no longer campaign.
+    leaving: AtomicBool,
+    /// Clear during [`STARTUP_ELECTION_GRACE`] after a restart, when replicas must not campaign.
+    may_campaign: AtomicBool,
 }
 
 /// The peer id under which a joining node reaches the member named by `--join`.
@@ -274,6 +302,13 @@ impl ClusterHandle {
         for (group, nodes) in wanted {
             let preferred = nodes.first() == Some(&opts.id);
             let g = opener.open(group, preferred).await?;
+            if !fresh {
+                // Opening the remaining groups (each replays its log) may take longer than an
+                // election timeout, and no leader's append reaches this node until the peer
+                // endpoint serves: a replica would campaign in a higher term and, refused for
+                // its short log, still depose the live leader whose next append it rejects.
+                g.raft.runtime_config().elect(false);
+            }
             if fresh && !nodes.is_empty() {
                 let group_members: BTreeMap<NodeId, BasicNode> =
                     nodes.iter().filter_map(|n| members.get(n).map(|b| (*n, b.clone()))).collect();
@@ -313,6 +348,8 @@ impl ClusterHandle {
                 opener,
                 opening: tokio::sync::Mutex::new(()),
                 stats: crate::observe::Stats::default(),
+                leaving: AtomicBool::new(false),
+                may_campaign: AtomicBool::new(fresh),
                 id: opts.id,
                 info: std::sync::Mutex::new(info),
                 config,
@@ -325,6 +362,19 @@ impl ClusterHandle {
         }
         peers.serve(Arc::new(handle.clone()));
         handle.spawn_background();
+        if !fresh {
+            let me = handle.clone();
+            tokio::spawn(async move {
+                // Live leaders' appends reach the replicas now and restart their timers.
+                tokio::time::sleep(STARTUP_ELECTION_GRACE).await;
+                if !me.inner.leaving.load(Ordering::Acquire) {
+                    me.inner.may_campaign.store(true, Ordering::Release);
+                    for (_, g) in me.all_groups() {
+                        g.raft.runtime_config().elect(true);
+                    }
+                }
+            });
+        }
         Ok(handle)
     }
 
@@ -476,6 +526,10 @@ impl ClusterHandle {
 
     /// Proposes on this node's replica, which should lead; the leader stamps transactions.
     async fn local_write(&self, g: &Group, cmd: Cmd) -> Result<Resp, ForwardError> {
+        if self.inner.leaving.load(Ordering::Acquire) {
+            // The caller retries where the group's next leader is, once it is known.
+            return Err(ForwardError::NotLeader(None));
+        }
         let cmd = match cmd {
             Cmd::Txs(batch) => Cmd::Txs(TxBatch { received_at: now(), txs: batch.txs }),
             other => other,
@@ -991,6 +1045,148 @@ impl ClusterHandle {
         serde_json::json!({"nodes": node_list, "shards": shards})
     }
 
+    /// Hands every leadership this node holds to a caught-up follower before the node stops, so
+    /// that its groups do not wait out an election timeout (openraft 0.9 has no leader
+    /// transfer). From now on its leader replicas refuse new proposals (callers retry at the
+    /// next leader) and its replicas do not campaign. For each group it leads: wait (at most
+    /// [`HANDOVER_DRAIN`]) until what it proposed is applied, then ask the follower whose log
+    /// matches furthest to campaign. That follower's log is then as long as the leader's, and
+    /// the leader's own vote has no lease of its own to keep (its heartbeats refresh only the
+    /// followers'), so it grants the vote and steps down: with 3 replicas the successor wins in
+    /// one round trip. Returns how many groups this node led and how many of them moved within
+    /// [`HANDOVER_TIMEOUT`].
+    pub async fn hand_over_leaderships(&self) -> (usize, usize) {
+        self.inner.leaving.store(true, Ordering::Release);
+        let groups = self.all_groups();
+        for (_, g) in &groups {
+            g.raft.runtime_config().elect(false);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (group, g) in groups {
+            if g.raft.metrics().borrow().state != ServerState::Leader {
+                continue;
+            }
+            let me = self.clone();
+            tasks.spawn(async move { me.hand_over(group, &g).await });
+        }
+        let led = tasks.len();
+        let mut moved = 0;
+        let _ = tokio::time::timeout(HANDOVER_TIMEOUT, async {
+            while let Some(done) = tasks.join_next().await {
+                if matches!(done, Ok(true)) {
+                    moved += 1;
+                }
+            }
+        })
+        .await;
+        (led, moved)
+    }
+
+    /// Moves the leadership of one group away from this node (see `hand_over_leaderships`).
+    async fn hand_over(&self, group: GroupId, g: &Group) -> bool {
+        let me = self.inner.id;
+        let mut metrics = g.raft.metrics();
+        let drained = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.current_leader != Some(me) || m.last_applied.map(|l| l.index) >= m.last_log_index
+        };
+        let _ = tokio::time::timeout(HANDOVER_DRAIN, metrics.wait_for(drained)).await;
+        let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
+        loop {
+            let (successor, leader) = {
+                let m = metrics.borrow();
+                // Without a majority that answers (the last members stopping) no one can be
+                // elected: stop at once rather than wait out the time limit.
+                if m.millis_since_quorum_ack.is_none_or(|ms| ms > HANDOVER_QUORUM_SILENCE_MS) {
+                    return false;
+                }
+                let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+                let matched = |n: &NodeId| {
+                    m.replication.as_ref().and_then(|r| r.get(n).cloned().flatten()).map(|l| l.index)
+                };
+                let successor =
+                    voters.iter().filter(|&&n| n != me).max_by_key(|&n| (matched(n), *n)).copied();
+                (successor, m.current_leader)
+            };
+            if leader != Some(me) {
+                return leader.is_some();
+            }
+            let Some(successor) = successor else { return false };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let req = PeerReq::Campaign { group, from: me };
+            if let Ok(PeerResp::Campaign(true)) = self.inner.peers.call(successor, &req, deadline - now).await
+            {
+                return true;
+            }
+            // Refused (an older node, a lease still held): look again, maybe at another follower.
+            let _ = tokio::time::timeout(CAMPAIGN_RETRY, metrics.changed()).await;
+        }
+    }
+
+    /// On a follower asked by the leaving leader `from`: campaign until some other node leads
+    /// the group (usually this one, after one round), for at most [`HANDOVER_TIMEOUT`].
+    async fn campaign(&self, g: &Group, from: NodeId) -> bool {
+        let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
+        let mut metrics = g.raft.metrics();
+        loop {
+            let (leader, state) = {
+                let m = metrics.borrow();
+                (m.current_leader, m.state)
+            };
+            if leader.is_some_and(|l| l != from) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline || self.inner.leaving.load(Ordering::Acquire) {
+                return false;
+            }
+            if state != ServerState::Leader && g.raft.trigger().elect().await.is_err() {
+                return false;
+            }
+            let moved =
+                |m: &openraft::RaftMetrics<NodeId, BasicNode>| m.current_leader.is_some_and(|l| l != from);
+            let _ = tokio::time::timeout(CAMPAIGN_RETRY, metrics.wait_for(moved)).await;
+        }
+    }
+
+    /// This replica refused a candidate of `candidate_term` whose log is behind its own. openraft
+    /// 0.9 has no pre-vote: when the first replica to time out after a leader died is one that
+    /// just restarted and is behind (chaos: a kill soon after another node came back), every
+    /// up-to-date replica refuses it and then waits out its own election timeout, and may then
+    /// be refused by that candidate's vote for itself in the same term: a failover of 3 to 4 s
+    /// instead of 1 to 2. If this replica has heard no leader for longer than any lease
+    /// ([`OTHER_ELECTION_MS`] maximum), the leader is gone for it too: campaign at once, in a term
+    /// above the candidate's (one `elect` per term to pass; bounded).
+    fn campaign_when_more_current(&self, group: GroupId, g: &Arc<Group>, candidate_term: u64) {
+        /// Most terms skipped at once (a candidate far ahead is not one that just timed out).
+        const MAX_ROUNDS: u64 = 3;
+        if self.inner.leaving.load(Ordering::Acquire) || !self.inner.may_campaign.load(Ordering::Acquire) {
+            return;
+        }
+        let lease = Duration::from_millis(OTHER_ELECTION_MS.1);
+        if self.inner.stats.since_leader_append(group).is_some_and(|since| since <= lease) {
+            return;
+        }
+        let metrics = g.raft.metrics();
+        let rounds = {
+            let m = metrics.borrow();
+            let voter = m.membership_config.membership().voter_ids().any(|v| v == self.inner.id);
+            if m.state != ServerState::Follower || !voter {
+                return;
+            }
+            candidate_term.saturating_sub(m.current_term).saturating_add(1).min(MAX_ROUNDS)
+        };
+        let g = Arc::clone(g);
+        tokio::spawn(async move {
+            for _ in 0..rounds {
+                if g.raft.trigger().elect().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     /// Stops every group, closes the peer endpoint, and stops the log writer, so that the
     /// database is closed once the last handle is dropped (before the process exits).
     pub async fn shutdown(&self) {
@@ -1078,7 +1274,16 @@ impl PeerService for ClusterHandle {
                 Err(e) => PeerResp::Refused(e),
             },
             PeerReq::Vote { group, req } => match self.group(group) {
-                Some(g) => PeerResp::Vote(g.raft.vote(req).await),
+                Some(g) => {
+                    let (term, last_log_id) = (req.vote.leader_id().term, req.last_log_id);
+                    let resp = g.raft.vote(req).await;
+                    if let Ok(r) = &resp {
+                        if !r.vote_granted && r.last_log_id > last_log_id {
+                            self.campaign_when_more_current(group, &g, term);
+                        }
+                    }
+                    PeerResp::Vote(resp)
+                }
                 None => missing(group),
             },
             PeerReq::Snapshot { group, req } => match self.ensure_group(group).await {
@@ -1095,6 +1300,10 @@ impl PeerService for ClusterHandle {
                 None => PeerResp::Forward(Err(ForwardError::NotLeader(None))),
             },
             PeerReq::Status => PeerResp::Status(Box::new(self.local_status())),
+            PeerReq::Campaign { group, from } => match self.group(group) {
+                Some(g) => PeerResp::Campaign(self.campaign(&g, from).await),
+                None => missing(group),
+            },
             PeerReq::Read { group, read } => match self.group(group) {
                 Some(g) => PeerResp::Read(self.local_read(&g, read).await),
                 None => PeerResp::Read(Err(ForwardError::NotLeader(None))),

@@ -60,6 +60,13 @@ impl Stats {
         seen.insert(group, (commit, std::time::Instant::now()));
     }
 
+    /// How long ago a follower replica of `group` last accepted an append (`None`: never since
+    /// this node started).
+    pub fn since_leader_append(&self, group: GroupId) -> Option<std::time::Duration> {
+        let seen = self.leader_commits.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&group).map(|(_, at)| at.elapsed())
+    }
+
     pub fn committed_as_leader(&self, transactions: usize) {
         self.entries.fetch_add(1, Ordering::Relaxed);
         self.transactions.fetch_add(transactions as u64, Ordering::Relaxed);

@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -143,6 +144,13 @@ pub enum PeerReq {
         add: Vec<(NodeId, String)>,
         voters: std::collections::BTreeSet<NodeId>,
     },
+    /// To a follower of a group that `from` leads and is leaving (shutting down): campaign now,
+    /// so that leadership moves without waiting for an election timeout. New variants go last:
+    /// the variant's position is its tag on the wire, and older nodes refuse tags they do not know.
+    Campaign {
+        group: GroupId,
+        from: NodeId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -156,6 +164,8 @@ pub enum PeerResp {
     Config(crate::meta::ClusterConfig),
     /// The request could not be served at all (e.g. a group this node does not hold).
     Refused(String),
+    /// Whether the campaign asked for ended with a leader other than the leaving one.
+    Campaign(bool),
 }
 
 /// Why a peer call failed; the request may or may not have been served.
@@ -359,8 +369,27 @@ impl Peers {
     /// Binds `listen`.
     pub fn bind(listen: SocketAddr, tls: &PeerTls) -> Result<Arc<Peers>, String> {
         let (server, client) = tls_configs(tls)?;
+        // A stateless-reset key (and connection-id key) that survives restarts and is the same
+        // on every member: a restarted peer answers packets of the connections its previous
+        // process had with a reset the sender can verify, so the sender reconnects at once
+        // instead of sending into a dead connection until its idle timeout. Derived from the
+        // cluster's private key, which only members hold.
+        let mut seed = Sha256::new();
+        seed.update(b"settle-peer-stateless-reset/1");
+        seed.update(tls.key.secret_der());
+        let secret = seed.finalize();
+        let mut endpoint_config =
+            quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)));
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&secret[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        endpoint_config
+            .cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+        let listen_err = |e: std::io::Error| format!("cannot listen on {listen}: {e}");
+        let socket = std::net::UdpSocket::bind(listen).map_err(listen_err)?;
+        let runtime = quinn::default_runtime().ok_or_else(|| "no async runtime".to_string())?;
         let mut endpoint =
-            quinn::Endpoint::server(server, listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(listen_err)?;
         endpoint.set_default_client_config(client);
         Ok(Arc::new(Peers {
             endpoint,
@@ -440,8 +469,7 @@ impl Peers {
     }
 
     async fn connection(&self, node: NodeId) -> Result<quinn::Connection, PeerError> {
-        let slot = self.slot(node);
-        let mut conn = slot.lock().await;
+        let mut conn = self.slot(node).lock_owned().await;
         if let Some(c) = conn.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
@@ -454,12 +482,20 @@ impl Peers {
             .endpoint
             .connect(addr, "localhost")
             .map_err(|e| PeerError::Unreachable(node, e.to_string()))?;
-        let c = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .map_err(|_| PeerError::Unreachable(node, "connect timed out".into()))?
-            .map_err(|e| PeerError::Unreachable(node, e.to_string()))?;
-        *conn = Some(c.clone());
-        Ok(c)
+        // The handshake runs on its own task, holding the slot: openraft gives an append the
+        // heartbeat interval (200 ms) and drops it after, and a handshake with a peer that just
+        // restarted (busy opening its groups) takes longer. Cancelled with each call, it would
+        // never complete and no append would reach that peer; detached, it completes once and
+        // every later call uses the connection.
+        let handshake = tokio::spawn(async move {
+            let c = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+                .await
+                .map_err(|_| PeerError::Unreachable(node, "connect timed out".into()))?
+                .map_err(|e| PeerError::Unreachable(node, e.to_string()))?;
+            *conn = Some(c.clone());
+            Ok(c)
+        });
+        handshake.await.map_err(|e| PeerError::Unreachable(node, e.to_string()))?
     }
 
     /// Forgets `conn` if it is still the cached connection to `node` (after a failed call: a

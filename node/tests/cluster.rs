@@ -44,6 +44,23 @@ fn sale(id: String, partner: usize) -> wire::Transaction {
     }
 }
 
+/// Registers the partners `p0`.. of the tests.
+async fn register_partners(client: &Client) {
+    for p in 0..PARTNERS {
+        client.register_partner(common::partner_json(&format!("p{p}"), "EUR")).await.unwrap();
+    }
+}
+
+/// The next `n` sales, numbered on from `next`, over the partners in turn.
+fn sales(next: &mut usize, n: usize) -> Vec<wire::Transaction> {
+    (0..n)
+        .map(|_| {
+            *next += 1;
+            sale(format!("tx-{:06}", *next), *next % PARTNERS)
+        })
+        .collect()
+}
+
 /// Everything acknowledged: per id its transaction and the answer.
 type Acked = BTreeMap<String, (wire::Transaction, wire::TxResult)>;
 
@@ -69,6 +86,20 @@ async fn submit_until_acked(
     }
 }
 
+/// A repeat of each acknowledged id answers the first result, flagged duplicate: nothing
+/// acknowledged is lost or applied twice.
+async fn assert_each_applied_once(client: &Client, acked: &Acked) {
+    let all: Vec<_> = acked.values().cloned().collect();
+    for chunk in all.chunks(100) {
+        let repeats: Vec<wire::Transaction> = chunk.iter().map(|(tx, _)| tx.clone()).collect();
+        let results = client.submit(repeats).await.unwrap();
+        for ((tx, first), again) in chunk.iter().zip(results) {
+            assert!(again.duplicate, "{} was applied again: {again:?}", tx.id);
+            assert_eq!(again.outcome, first.outcome, "{}", tx.id);
+        }
+    }
+}
+
 async fn status(client: &Client) -> serde_json::Value {
     serde_json::from_str(&client.cluster_status().await.unwrap()).unwrap()
 }
@@ -84,21 +115,11 @@ async fn three_nodes_fail_over_without_losing_acknowledged_transactions() {
         cluster.start(i);
     }
     assert!(data_dir_exists(&cluster.nodes[0].data));
-    let c1 = cluster.client(0).await;
-    let c2 = cluster.client(1).await;
-    for p in 0..PARTNERS {
-        c2.register_partner(common::partner_json(&format!("p{p}"), "EUR")).await.unwrap();
-    }
+    let (c1, c2) = (cluster.client(0).await, cluster.client(1).await);
+    register_partners(&c2).await;
     let mut acked = Acked::new();
     let mut next = 0usize;
-    let mut batch = |n: usize| -> Vec<wire::Transaction> {
-        (0..n)
-            .map(|_| {
-                next += 1;
-                sale(format!("tx-{next:06}"), next % PARTNERS)
-            })
-            .collect()
-    };
+    let mut batch = |n: usize| sales(&mut next, n);
     // Through node 2 and node 1: each leads some shards and follows the others.
     for round in 0..10 {
         let client = if round % 2 == 0 { &c2 } else { &c1 };
@@ -129,15 +150,7 @@ async fn three_nodes_fail_over_without_losing_acknowledged_transactions() {
 
     // Nothing acknowledged is lost or applied twice: a repeat of each id answers the first
     // result, flagged duplicate.
-    let all: Vec<_> = acked.values().cloned().collect();
-    for chunk in all.chunks(100) {
-        let repeats: Vec<wire::Transaction> = chunk.iter().map(|(tx, _)| tx.clone()).collect();
-        let results = restarted.submit(repeats).await.unwrap();
-        for ((tx, first), again) in chunk.iter().zip(results) {
-            assert!(again.duplicate, "{} was applied again: {again:?}", tx.id);
-            assert_eq!(again.outcome, first.outcome, "{}", tx.id);
-        }
-    }
+    assert_each_applied_once(&restarted, &acked).await;
     // Balances equal the last acknowledged payable of each partner (batches were sequential).
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     for (tx, r) in acked.values() {
@@ -173,6 +186,54 @@ async fn three_nodes_fail_over_without_losing_acknowledged_transactions() {
         assert!(start.elapsed() < CONVERGE_DEADLINE, "replicas did not converge: {s}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Leaders of each shard (`None` while it has none), by shard.
+fn shard_leaders(status: &serde_json::Value) -> Vec<Option<u64>> {
+    status["shards"].as_array().unwrap().iter().map(|s| s["leader"].as_u64()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_hands_its_leaderships_over_and_loses_nothing() {
+    let mut cluster = Cluster::new(SHARDS);
+    let log = cluster.dir.path().join("node-1.stderr");
+    cluster.nodes[0].stderr_log = Some(log.clone());
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let (c1, c2) = (cluster.client(0).await, cluster.client(1).await);
+    register_partners(&c2).await;
+    let mut acked = Acked::new();
+    let mut next = 0usize;
+    let mut batch = |n: usize| sales(&mut next, n);
+    // Node 1 is the preferred leader of some shards: wait until it leads one.
+    let start = Instant::now();
+    loop {
+        submit_until_acked(&c1, batch(40), FAILOVER_DEADLINE, &mut acked).await;
+        if shard_leaders(&status(&c2).await).contains(&Some(1)) {
+            break;
+        }
+        assert!(start.elapsed() < CONVERGE_DEADLINE, "node 1 never led a shard");
+    }
+
+    cluster.stop(0);
+    let said = std::fs::read_to_string(&log).unwrap();
+    let line =
+        said.lines().find(|l| l.contains("handed over")).unwrap_or_else(|| panic!("no hand-over: {said}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (moved, led): (usize, usize) = (words[3].parse().unwrap(), words[5].parse().unwrap());
+    assert!(led >= 1, "{line}");
+    assert_eq!(moved, led, "every leadership moved before the node stopped: {line}");
+    // The survivors lead every shard (they were elected before node 1 exited).
+    let leaders = shard_leaders(&status(&c2).await);
+    assert!(leaders.iter().all(|l| matches!(l, Some(2 | 3))), "{leaders:?}");
+    for _ in 0..5 {
+        submit_until_acked(&c2, batch(40), FAILOVER_DEADLINE, &mut acked).await;
+    }
+
+    cluster.start(0);
+    let restarted = cluster.client(0).await;
+    assert_each_applied_once(&restarted, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -367,3 +367,144 @@ async fn the_http_api_on_a_three_node_cluster_is_one_system() {
     assert!(reports.values().all(|r| r == &reports[&0]), "{reports:?}");
     assert_eq!(reports[&0].0, json!(actions.len()));
 }
+
+/// A daily UTC partner without grace whose current period ends at `cutoff` (HH:MM), registered
+/// during that period: 70/30 split, 2% + 0.25 fees, a 15.00 chargeback fee.
+fn closing_partner_body(id: &str, cutoff: &str, since: Instant) -> Value {
+    json!({
+        "id": id, "settlement_currency": "EUR", "since": since.to_rfc3339(),
+        "cycle": {"every": "daily", "cutoff": cutoff, "tz": "UTC", "grace": "PT0S"},
+        "contracts": [{"effective_from": since.to_rfc3339(),
+            "shares": [{"party": "partner", "percent": "70"}, {"party": "platform", "percent": "30"}],
+            "fees": [{"kind": "percent", "bps": "200"}, {"kind": "fixed", "amount": "0.25"}],
+            "chargeback_fee": "15.00"}]
+    })
+}
+
+/// The period a live cluster closes on schedule (its leaders' ticks, through the shard logs)
+/// gives the statements `settle replay` computes from the same history: traffic is sent in a
+/// period that ends at the next whole minute, the cluster closes it, and the transactions read
+/// back (with the `received_at` the leaders stamped) are replayed by the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_period_closed_live_by_the_cluster_equals_settle_replay() {
+    const MINUTE: i128 = 60_000_000_000;
+    let start = common::now();
+    // The next whole minute at least 30 s away: time to register and send before it ends.
+    let mut end = Instant((start.0 / MINUTE + 1) * MINUTE);
+    if end.0 - start.0 < 30 * 1_000_000_000 {
+        end = Instant(end.0 + MINUTE);
+    }
+    let cutoff = end.to_rfc3339()[11..16].to_string();
+    let since = start.saturating_sub(Span::from_minutes(10));
+    let partners: Vec<(String, Value)> =
+        ["qa", "qb"].iter().map(|p| (p.to_string(), closing_partner_body(p, &cutoff, since))).collect();
+
+    let mut cluster = Cluster::new(SHARDS).with_http();
+    cluster.start_all();
+    let nodes: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.http.unwrap()).collect();
+    let admin_line = cluster
+        .nodes
+        .iter()
+        .map(|n| n.ready.as_ref().unwrap()["bootstrap_admin"].clone())
+        .find(|a| !a.is_null())
+        .unwrap();
+    let admin = login_at(
+        nodes[0],
+        admin_line["username"].as_str().unwrap(),
+        admin_line["password"].as_str().unwrap(),
+        Some(&totp_now(admin_line["totp_secret"].as_str().unwrap())),
+    )
+    .await;
+    let ops = Cred::Key(key_at(nodes[0], &admin, "operator", None).await);
+    for (_, body) in &partners {
+        let r = post(nodes[1], "/v1/partners", &admin, &body.to_string()).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+
+    // Sales, a refund and a chargeback of some of them, through two members.
+    let clients = [cluster.client(0).await, cluster.client(2).await];
+    for (i, (p, _)) in partners.iter().enumerate() {
+        let mut sales: Vec<wire::Transaction> = (0..12usize)
+            .map(|k| tx(format!("{p}-s{k:02}"), p, &format!("{}.{:02}", 7 + k * 13, (k * 37) % 100), "EUR"))
+            .collect();
+        let results = clients[i % 2].submit(sales.clone()).await.unwrap();
+        assert!(results.iter().all(|r| matches!(r.outcome, Some(wire::tx_result::Outcome::Applied(_)))));
+        let mut refund = sales.remove(3);
+        refund.id = format!("{p}-r03");
+        refund.kind = wire::TxKind::Refund as i32;
+        refund.amount = Some("2.50".into());
+        refund.original = Some(format!("{p}-s03"));
+        let mut chargeback = sales.remove(5);
+        chargeback.id = format!("{p}-c06");
+        chargeback.kind = wire::TxKind::Chargeback as i32;
+        chargeback.original = Some(format!("{p}-s06"));
+        let results = clients[(i + 1) % 2].submit(vec![refund, chargeback]).await.unwrap();
+        assert!(
+            results.iter().all(|r| matches!(r.outcome, Some(wire::tx_result::Outcome::Applied(_)))),
+            "{results:?}"
+        );
+    }
+    assert!(common::now() < end, "the traffic was sent before the period ended");
+
+    // The leaders close the period once it ends; every member then serves its statements.
+    let deadline = std::time::Instant::now()
+        + Duration::from_nanos(u64::try_from(end.0 - common::now().0).unwrap_or(0))
+        + CONVERGE_DEADLINE;
+    let mut live = BTreeMap::new();
+    for (p, _) in &partners {
+        for &addr in &nodes {
+            loop {
+                let got = get(addr, &format!("/v1/partners/{p}/statements"), &ops).await.json();
+                if got["statements"].as_array().is_some_and(|s| !s.is_empty()) {
+                    live.insert(p.clone(), got["statements"].clone());
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "no statement of {p} on {addr}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    // The same history, as the cluster recorded it, through `settle replay`.
+    let txs = all_pages(nodes[2], "/v1/transactions?limit=50", "transactions", &ops).await;
+    let fields =
+        ["id", "partner", "kind", "amount", "currency", "occurred_at", "received_at", "original", "reason"];
+    let history: Vec<Value> = txs
+        .iter()
+        .rev()
+        .map(|t| {
+            Value::Object(
+                fields.iter().filter(|k| !t[**k].is_null()).map(|k| (k.to_string(), t[*k].clone())).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(history.len(), 28);
+    let scenario = json!({
+        "partners": partners.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+        "rates": [],
+        "transactions": history,
+        "close_until": common::now().to_rfc3339(),
+    });
+    let file = cluster.dir.path().join("live-history.json");
+    std::fs::write(&file, scenario.to_string()).unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_settle")).arg("replay").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (p, _) in &partners {
+        let mut want: Vec<Value> = replayed["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["partner"] == p.as_str())
+            .cloned()
+            .collect();
+        want.reverse();
+        assert_eq!(want.len(), 1, "one period closed: {want:?}");
+        assert_eq!(live[p], Value::Array(want), "{p}: live statements differ from settle replay");
+        let balance = get(nodes[0], &format!("/v1/partners/{p}/balance"), &ops).await.json();
+        let replayed_balance =
+            replayed["balances"].as_array().unwrap().iter().find(|b| b["partner"] == p.as_str()).unwrap();
+        assert_eq!(balance["payable"], replayed_balance["payable"], "{p}");
+    }
+}

@@ -30,6 +30,8 @@ pub struct Node {
     pub ready: Option<serde_json::Value>,
     /// Where the ready line of a node spawned and not yet ready arrives.
     pending: Option<mpsc::Receiver<String>>,
+    /// Where its standard error goes (appended), instead of the test's own.
+    pub stderr_log: Option<PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -65,6 +67,7 @@ impl Cluster {
                 http: None,
                 ready: None,
                 pending: None,
+                stderr_log: None,
             })
             .collect();
         let bootstrap = nodes.iter().map(|n| format!("{}={}", n.id, n.peer)).collect::<Vec<_>>().join(",");
@@ -103,7 +106,12 @@ impl Cluster {
             .arg(dir.join("api-key"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match &node.stderr_log {
+                Some(path) => {
+                    Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap())
+                }
+                None => Stdio::inherit(),
+            });
         if http {
             let addr = node.http.map_or("127.0.0.1:0".to_string(), |a| a.to_string());
             command.args(["--http", &addr]);
@@ -188,6 +196,7 @@ impl Cluster {
             http: None,
             ready: None,
             pending: None,
+            stderr_log: None,
         });
         self.nodes.len() - 1
     }
