@@ -19,7 +19,7 @@ use openraft::raft::AppendEntriesResponse;
 use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Partner, Span, TxInput};
-use settle_storage::{RaftDb, RaftOp};
+use settle_storage::RaftDb;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -481,7 +481,7 @@ impl ClusterHandle {
             let _opening = self.inner.opening.lock().await;
             self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
             let _ = g.raft.shutdown().await;
-            if let Err(e) = self.inner.opener.writer.write(vec![RaftOp::DropGroup { group }]).await {
+            if let Err(e) = g.sm.drop_records().await {
                 tracing::error!("group {group}: cannot delete the removed replica: {e}");
             }
             tracing::info!("group {group}: this node's replica was moved away; deleted it");

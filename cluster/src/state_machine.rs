@@ -32,6 +32,8 @@ pub struct SmInner {
     pub applied: Option<LogId>,
     pub membership: StoredMembership,
     pub kind: SmKind,
+    /// Set when the replica is deleted (moved away): nothing more of it may reach the database.
+    dropped: bool,
 }
 
 impl SmInner {
@@ -77,7 +79,8 @@ impl GroupSm {
         } else {
             SmKind::Shard(Box::new(ShardState::new(group, fx_max_age, hash_seed)))
         };
-        let mut inner = SmInner { applied: None, membership: StoredMembership::default(), kind };
+        let mut inner =
+            SmInner { applied: None, membership: StoredMembership::default(), kind, dropped: false };
         if let Some(bytes) = db.state(group, RaftStateKey::Applied).map_err(io_read)? {
             let (applied, _membership): (Option<LogId>, StoredMembership) =
                 bincode::deserialize(&bytes).map_err(io_read)?;
@@ -110,6 +113,23 @@ impl GroupSm {
 
     pub fn lock(&self) -> MutexGuard<'_, SmInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Deletes everything the replica has on disk (log, vote, state rows) and keeps anything
+    /// applied later from being written; waits until the deletion is durable.
+    pub async fn drop_records(&self) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut inner = self.lock();
+            inner.dropped = true;
+            self.writer.submit(
+                vec![RaftOp::DropGroup { group: self.group }],
+                Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            );
+        }
+        rx.await.map_err(|_| "the log writer stopped".to_string())?
     }
 
     pub fn group(&self) -> GroupId {
@@ -148,17 +168,22 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
     {
         let mut ops = Vec::new();
         let mut out = Vec::new();
-        let (record, applied) = {
-            let mut inner = self.lock();
-            for entry in entries {
-                out.push(inner.apply_entry(&entry, Some(&mut ops)));
-            }
-            let record = bincode::serialize(&(inner.applied, &inner.membership)).map_err(io_write)?;
-            (record, inner.applied.map(|l| l.index))
-        };
+        let mut inner = self.lock();
+        for entry in entries {
+            out.push(inner.apply_entry(&entry, Some(&mut ops)));
+        }
+        let record = bincode::serialize(&(inner.applied, &inner.membership)).map_err(io_write)?;
+        let applied = inner.applied.map(|l| l.index);
+        if inner.dropped {
+            // openraft's state-machine task may still apply an entry after the group was shut
+            // down and deleted; its records must not bring the deleted replica's applied id back
+            // (a restart would then find an applied index with no log below it).
+            return Ok(out);
+        }
         ops.push(RaftOp::PutState { group: self.group, what: RaftStateKey::Applied, value: record });
         // Written with the node's next log batch, in order after earlier state writes, without
         // waiting: the log is durable, and the state is rebuilt from it up to this applied id.
+        // Queued under the state lock, so that it is ordered with a deletion (`drop_records`).
         let written = Arc::clone(&self.written);
         self.writer.submit_unsynced_then(
             ops,
@@ -168,6 +193,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
                 }
             }),
         );
+        drop(inner);
         Ok(out)
     }
 
