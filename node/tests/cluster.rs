@@ -283,35 +283,13 @@ async fn a_node_that_was_down_past_the_compacted_log_catches_up_by_snapshot() {
     }
 
     cluster.start(2);
-    let start = Instant::now();
-    loop {
-        let s = status(&c1).await;
-        let caught_up = s["shards"].as_array().unwrap().iter().all(|sh| {
-            let replicas = sh["replicas"].as_array().unwrap();
-            let leader = replicas.iter().find(|r| r["node"] == sh["leader"]);
-            let three = replicas.iter().find(|r| r["node"] == 3);
-            match (leader, three) {
-                (Some(l), Some(t)) => {
-                    t["state_hash"] == l["state_hash"] && t["applied_index"] == l["applied_index"]
-                }
-                _ => false,
-            }
-        });
-        let installed: u64 = s["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|sh| sh["replicas"].as_array().unwrap().iter())
-            .filter(|r| r["node"] == 3)
-            .map(|r| r["snapshots_installed"].as_u64().unwrap_or(0))
-            .sum();
-        if caught_up {
-            assert!(installed > 0, "node 3 caught up without installing a snapshot: {s}");
-            break;
-        }
-        assert!(start.elapsed() < CONVERGE_DEADLINE, "node 3 did not catch up: {s}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let installed = wait_for_node_3(&c1).await;
+    assert!(installed > 0, "node 3 caught up without installing a snapshot");
+    // Restarted again, node 3 opens its groups from the snapshots it installed (their logs
+    // purged below them) and is still equal.
+    cluster.stop(2);
+    cluster.start(2);
+    wait_for_node_3(&c1).await;
 
     // Node 3 answers repeats of everything as first answered, writes go on through it.
     let c3 = cluster.client(2).await;
@@ -323,4 +301,35 @@ async fn a_node_that_was_down_past_the_compacted_log_catches_up_by_snapshot() {
         }
     }
     submit_until_acked(&c3, batch(next, PARTNERS), FAILOVER_DEADLINE, &mut acked).await;
+}
+
+/// Waits until every shard's replica on node 3 has its leader's state hash and applied index;
+/// returns the snapshots node 3 installed since it started.
+async fn wait_for_node_3(client: &Client) -> u64 {
+    let start = Instant::now();
+    loop {
+        let s = status(client).await;
+        let shards = s["shards"].as_array().unwrap();
+        let caught_up = shards.iter().all(|sh| {
+            let replicas = sh["replicas"].as_array().unwrap();
+            let leader = replicas.iter().find(|r| r["node"] == sh["leader"]);
+            let three = replicas.iter().find(|r| r["node"] == 3);
+            match (leader, three) {
+                (Some(l), Some(t)) => {
+                    t["state_hash"] == l["state_hash"] && t["applied_index"] == l["applied_index"]
+                }
+                _ => false,
+            }
+        });
+        if caught_up {
+            return shards
+                .iter()
+                .flat_map(|sh| sh["replicas"].as_array().unwrap().iter())
+                .filter(|r| r["node"] == 3)
+                .map(|r| r["snapshots_installed"].as_u64().unwrap_or(0))
+                .sum();
+        }
+        assert!(start.elapsed() < CONVERGE_DEADLINE, "node 3 did not catch up: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
