@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// that knows only format 2 refuses it, rather than failing on a compacted log).
 pub const RAFT_FORMAT_VERSION: u32 = 3;
 /// The oldest format this build opens (and upgrades).
-const OLDEST_RAFT_FORMAT: u32 = 2;
+pub const OLDEST_RAFT_FORMAT_VERSION: u32 = 2;
 const META_FORMAT: &[u8] = b"format_version";
 
 /// One write of a [`RaftDb::write`] batch.
@@ -172,7 +172,7 @@ impl RaftDb {
                     .try_into()
                     .map_err(|_| corrupt(keys::CF_RAFT_META, META_FORMAT, "format version length"))?;
                 let found = u32::from_be_bytes(raw);
-                if !(OLDEST_RAFT_FORMAT..=RAFT_FORMAT_VERSION).contains(&found) {
+                if !(OLDEST_RAFT_FORMAT_VERSION..=RAFT_FORMAT_VERSION).contains(&found) {
                     return Err(StorageError::UnsupportedFormat { found });
                 }
                 if found < RAFT_FORMAT_VERSION && create {
