@@ -4,11 +4,12 @@
 //! the same answers.
 
 use crate::ids::RecordIndex;
+use settle_core::account::AccountImage;
 use settle_core::ledger::IdCheck;
 use settle_core::tx::TxResult;
 use settle_core::{
     Currency, ExceptionReason, FxTable, Minor, Outcome, Partner, PartnerAccount, Period, Span, Statement,
-    TxInput,
+    TxId, TxInput,
 };
 use settle_storage::{AccountSummary, TxLog};
 
@@ -34,6 +35,13 @@ pub struct AccountCell {
     scratch: Vec<u8>,
 }
 
+/// An account cell in a snapshot: the account's image and its ids' records, sorted by id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CellImage {
+    pub account: AccountImage,
+    pub ids: Vec<(TxId, Box<[u8]>)>,
+}
+
 /// Hash seed of the `index`-th account (seeds never reach an output; distinct ones keep
 /// accounts' hash maps independent).
 fn account_seed(hash_seed: u64, index: usize) -> u64 {
@@ -41,6 +49,21 @@ fn account_seed(hash_seed: u64, index: usize) -> u64 {
 }
 
 impl AccountCell {
+    /// The cell of a snapshot's image, as the `index`-th account (the seeds `open` gave it).
+    pub fn restore(image: CellImage, index: usize, hash_seed: u64) -> Result<AccountCell, String> {
+        let seed = account_seed(hash_seed, index);
+        let account = PartnerAccount::from_image(image.account, seed).map_err(|e| e.to_string())?;
+        Ok(AccountCell {
+            account,
+            ids: RecordIndex::from_entries(seed ^ 0x1d5, image.ids),
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn image(&self) -> CellImage {
+        CellImage { account: self.account.image(), ids: self.ids.sorted_entries() }
+    }
+
     pub fn open(partner: Partner, index: usize, hash_seed: u64) -> Result<AccountCell, String> {
         let seed = account_seed(hash_seed, index);
         let account = PartnerAccount::open(partner, seed).map_err(|e| e.to_string())?;

@@ -71,6 +71,22 @@ impl RecordIndex {
         self.entries.insert(id.clone(), record.into());
     }
 
+    /// Every id with its record, sorted by id (a snapshot's form: independent of the seed).
+    pub fn sorted_entries(&self) -> Vec<(TxId, Box<[u8]>)> {
+        let mut out: Vec<(TxId, Box<[u8]>)> =
+            self.entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The index holding `entries` (as [`RecordIndex::sorted_entries`] gave them).
+    pub fn from_entries(hash_seed: u64, entries: Vec<(TxId, Box<[u8]>)>) -> RecordIndex {
+        let mut index = RecordIndex::new(hash_seed);
+        index.entries.reserve(entries.len());
+        index.entries.extend(entries);
+        index
+    }
+
     /// Encodes and records (recovery, where no log is being written).
     pub fn record_tx(&mut self, tx: &TxInput, outcome: &Outcome, scratch: &mut Vec<u8>) {
         scratch.clear();

@@ -22,6 +22,7 @@ pub mod raft_net;
 pub mod reads;
 pub mod resolve;
 pub mod shard;
+pub mod snapshot;
 pub mod state_machine;
 pub mod transport;
 pub mod types;

@@ -85,6 +85,20 @@ pub const INITIALIZE_FALLBACK: Duration = Duration::from_secs(5);
 pub const RECONFIGURE_WAIT: Duration = Duration::from_secs(60);
 /// How often shard leaders look for periods due to close.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// Entries applied since a group's last snapshot after which it takes the next one
+/// (`ClusterOptions::snapshot_logs`, `settle node --snapshot-logs`). Each build copies the
+/// group's in-memory state once, so this trades that copy against the log's size and the time
+/// a restart spends re-applying the log after the snapshot.
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 50_000;
+/// Of the entries a snapshot covers, the newest `snapshot_logs / SNAPSHOT_KEEP_DIVISOR` stay in
+/// the log (5,000 at the default), so a follower a little behind still catches up by log
+/// entries rather than by a whole snapshot.
+pub const SNAPSHOT_KEEP_DIVISOR: u64 = 10;
+/// Size of the chunks a snapshot is sent in.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+/// Longest the send and install of one snapshot chunk may take (the last chunk's includes
+/// writing the whole snapshot on the follower).
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -117,6 +131,8 @@ pub struct ClusterOptions {
     pub fx_max_age: Span,
     pub hash_seed: u64,
     pub tls: PeerTls,
+    /// Entries between a group's snapshots ([`DEFAULT_SNAPSHOT_LOGS`]; at least 1).
+    pub snapshot_logs: u64,
 }
 
 pub(crate) struct Group {
@@ -164,6 +180,7 @@ struct GroupOpener {
     peers: Arc<Peers>,
     fx_max_age: Span,
     hash_seed: u64,
+    snapshot_logs: u64,
 }
 
 impl GroupOpener {
@@ -174,9 +191,10 @@ impl GroupOpener {
         let sm = GroupSm::open(group, &self.db, self.writer.clone(), &log, self.fx_max_age, self.hash_seed)
             .map_err(|e| startup(e.to_string()))?;
         let network = GroupNetwork { group, peers: Arc::clone(&self.peers) };
-        let raft = Raft::new(self.id, raft_config(preferred)?, network, log, sm.clone())
+        let raft = Raft::new(self.id, raft_config(preferred, self.snapshot_logs)?, network, log, sm.clone())
             .await
             .map_err(|e| startup(e.to_string()))?;
+        sm.set_started();
         Ok(Group { raft, sm })
     }
 }
@@ -194,15 +212,19 @@ fn now() -> Instant {
     Instant::from_system_time(std::time::SystemTime::now())
 }
 
-fn raft_config(preferred: bool) -> Result<Arc<Config>, ClusterError> {
+fn raft_config(preferred: bool, snapshot_logs: u64) -> Result<Arc<Config>, ClusterError> {
+    let snapshot_logs = snapshot_logs.max(1);
     let (min, max) = if preferred { PREFERRED_ELECTION_MS } else { OTHER_ELECTION_MS };
     let config = Config {
         cluster_name: "settle".into(),
         heartbeat_interval: HEARTBEAT_MS,
         election_timeout_min: min,
         election_timeout_max: max,
-        // The log is kept whole for now (the state machine is rebuilt from it on start).
-        snapshot_policy: SnapshotPolicy::Never,
+        // A leader whose follower needs a purged entry sends it the snapshot instead.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_logs),
+        max_in_snapshot_log_to_keep: snapshot_logs / SNAPSHOT_KEEP_DIVISOR,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         max_payload_entries: MAX_APPEND_ENTRIES,
         ..Default::default()
     };
@@ -282,6 +304,7 @@ impl ClusterHandle {
             peers: Arc::clone(&peers),
             fx_max_age: opts.fx_max_age,
             hash_seed: opts.hash_seed,
+            snapshot_logs: opts.snapshot_logs,
         };
 
         // The groups this node holds: as an initial member the metadata group and its shards in
@@ -962,6 +985,9 @@ impl ClusterHandle {
                 last_log_index: metrics.last_log_index,
                 applied_index: applied,
                 state_hash: hash,
+                snapshot_index: metrics.snapshot.map(|l| l.index),
+                purged_index: metrics.purged.map(|l| l.index),
+                snapshots_installed: g.sm.snapshots_installed(),
             });
         }
         NodeStatus { info: self.info(), groups }
@@ -1027,16 +1053,18 @@ impl ClusterHandle {
                     members = g.voters.clone();
                     learners = g.learners.clone();
                 }
-                replicas.push((*id, g.applied_index, g.state_hash.clone()));
+                replicas.push((*id, g));
             }
             let replicas: Vec<serde_json::Value> = replicas
                 .into_iter()
-                .map(|(node, applied, hash)| {
-                    let lag = match (leader_last, applied) {
+                .map(|(node, g)| {
+                    let lag = match (leader_last, g.applied_index) {
                         (Some(last), Some(a)) => Some(last.saturating_sub(a)),
                         _ => None,
                     };
-                    serde_json::json!({"node": node, "applied_index": applied, "state_hash": hash, "lag": lag})
+                    serde_json::json!({"node": node, "applied_index": g.applied_index,
+                        "state_hash": g.state_hash, "lag": lag, "snapshot_index": g.snapshot_index,
+                        "purged_index": g.purged_index, "snapshots_installed": g.snapshots_installed})
                 })
                 .collect();
             shards.push(serde_json::json!({"shard": shard, "leader": leader, "members": members,

@@ -3,7 +3,7 @@
 //! entries here in log order; the result depends only on the entries (no clock, no randomness),
 //! so caught-up replicas hold equal states (see [`ShardState::state_hash`]).
 
-use crate::account::{AccountCell, Balance};
+use crate::account::{AccountCell, Balance, CellImage};
 use crate::types::{Cmd, Resp, TxBatch};
 use settle_core::tx::TxResult;
 use settle_core::{
@@ -18,7 +18,7 @@ pub const MAX_PARTNER_ID_BYTES: usize = 128;
 
 /// Where an exception of the queue stands (what applying a resolution must decide on; the
 /// exception's transaction and its resolution are in `shard_exceptions`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ExceptionState {
     Open,
     /// A retry under this id is claimed and not yet answered.
@@ -27,10 +27,24 @@ pub enum ExceptionState {
 }
 
 /// One exception of the shard's queue, in memory. Exceptions are never removed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExceptionSlot {
     pub received_at: Instant,
     pub state: ExceptionState,
+}
+
+/// Everything of a [`ShardState`] that its future depends on, for a snapshot: the cells in
+/// registration order (a cell's index seeds its hash maps and is what `by_id` maps to, which is
+/// rebuilt from the cells), the unowned ids as codec records in the order they were recorded,
+/// the FX table, the last stamp and the exception queue. The scratch lists are not part of it,
+/// nor are `fx_max_age` and the hash seed (node options, equal on every member).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShardImage {
+    cells: Vec<CellImage>,
+    unowned: Vec<Vec<u8>>,
+    fx: FxTable,
+    last_stamp: Instant,
+    exceptions: Vec<ExceptionSlot>,
 }
 
 #[derive(Debug)]
@@ -68,6 +82,57 @@ impl ShardState {
             statements: Vec::new(),
             touched: Vec::new(),
         }
+    }
+
+    /// The state's image (a copy: the caller serialises it without holding the state).
+    pub fn image(&self) -> ShardImage {
+        let mut scratch = Vec::new();
+        let unowned = self
+            .unowned
+            .entries()
+            .map(|(tx, outcome)| {
+                scratch.clear();
+                settle_storage::codec::encode_tx(&mut scratch, tx, outcome);
+                scratch.clone()
+            })
+            .collect();
+        ShardImage {
+            cells: self.cells.iter().map(AccountCell::image).collect(),
+            unowned,
+            fx: self.fx.clone(),
+            last_stamp: self.last_stamp,
+            exceptions: self.exceptions.clone(),
+        }
+    }
+
+    /// The state an image was taken of, for group `group` of a node with these options.
+    pub fn from_image(
+        group: u32,
+        fx_max_age: Span,
+        hash_seed: u64,
+        image: ShardImage,
+    ) -> Result<ShardState, String> {
+        let mut state = ShardState::new(group, fx_max_age, hash_seed);
+        state.cells.reserve(image.cells.len());
+        for (index, cell) in image.cells.into_iter().enumerate() {
+            let cell = AccountCell::restore(cell, index, state.hash_seed)?;
+            let at = u32::try_from(index).map_err(|_| "too many partners in one shard".to_string())?;
+            if state.by_id.insert(cell.account.id().to_string(), at).is_some() {
+                return Err(format!("partner {:?} appears twice in the image", cell.account.id()));
+            }
+            state.cells.push(cell);
+        }
+        for record in &image.unowned {
+            match settle_storage::codec::decode_log_entry(record) {
+                Ok(settle_storage::LogEntry::Tx { tx, outcome }) => state.unowned.record(tx, outcome),
+                Ok(_) => return Err("an unowned id's record is not a transaction".into()),
+                Err(e) => return Err(format!("an unowned id's record does not decode: {e}")),
+            }
+        }
+        state.fx = image.fx;
+        state.last_stamp = image.last_stamp;
+        state.exceptions = image.exceptions;
+        Ok(state)
     }
 
     /// Applies the committed command at log `index`. Query records (account summaries,

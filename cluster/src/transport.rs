@@ -101,6 +101,12 @@ pub struct GroupStatus {
     pub applied_index: Option<u64>,
     /// The settled state's hash (shards only).
     pub state_hash: Option<String>,
+    /// The last log index of the group's current snapshot (built here or installed).
+    pub snapshot_index: Option<u64>,
+    /// The last log index purged from the group's log here (entries up to it are gone).
+    pub purged_index: Option<u64>,
+    /// Snapshots this replica installed since its process started.
+    pub snapshots_installed: u64,
 }
 
 /// A node's answer to a status query.

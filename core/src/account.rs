@@ -13,6 +13,7 @@ use crate::split::{largest_remainder, Parts, MAX_PARTIES};
 use crate::statement::{FeeBreakdown, Statement};
 use crate::time::{Instant, Span};
 use crate::tx::{text_field, AmountField, Applied, ExceptionReason, Outcome, TxInput, TxKind};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// How far `occurred_at` may lie after `received_at` before it is `future_timestamp`.
@@ -50,7 +51,7 @@ pub struct Partner {
     pub contract: Contract,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct SaleRecord {
     /// In the sale's own currency.
     amount: Minor,
@@ -63,7 +64,7 @@ struct SaleRecord {
     reversed: Minor,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct PeriodStats {
     gross_sales: i128,
     refunds: i128,
@@ -199,6 +200,15 @@ impl Effect {
     }
 }
 
+fn sales_hasher(hash_seed: u64) -> ahash::RandomState {
+    ahash::RandomState::with_seeds(
+        hash_seed,
+        hash_seed.rotate_left(17),
+        hash_seed.rotate_left(31),
+        hash_seed.rotate_left(47),
+    )
+}
+
 /// A partner's account. Build with [`PartnerAccount::open`].
 #[derive(Clone, Debug)]
 pub struct PartnerAccount {
@@ -224,6 +234,27 @@ pub struct PartnerAccount {
     statements_issued: u64,
 }
 
+/// Everything of a [`PartnerAccount`] that its future depends on, in a serialisable form (a Raft
+/// snapshot of a shard carries one per account). What the account derives from its contract
+/// (party numbers, split plans) is rebuilt on restore rather than stored, and the sales map is a
+/// list sorted by id, so that equal accounts give equal images whatever their hash seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountImage {
+    id: String,
+    currency: Currency,
+    since: Instant,
+    cycle: Cycle,
+    contract: Contract,
+    ledgers: Vec<i128>,
+    sales: Vec<(String, SaleRecord)>,
+    first_period: Period,
+    next_to_close: Period,
+    last_closing: Minor,
+    open: Vec<(Instant, PeriodStats)>,
+    recent: Period,
+    statements_issued: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AccountError {
     #[error(transparent)]
@@ -232,6 +263,8 @@ pub enum AccountError {
     NoPeriod(Instant),
     #[error("contracts: more than {MAX_ACCOUNT_PARTIES} distinct parties")]
     TooManyParties,
+    #[error("account image of {0:?}: its sub-ledgers do not match its contract's parties")]
+    Image(String),
 }
 
 impl PartnerAccount {
@@ -247,12 +280,7 @@ impl PartnerAccount {
             parties: vec![PARTNER_PARTY.to_string(), PLATFORM_PARTY.to_string()],
             split_plans: Vec::new(),
             ledgers: vec![0; PARTY_BASE + 2],
-            sales: HashMap::with_hasher(ahash::RandomState::with_seeds(
-                hash_seed,
-                hash_seed.rotate_left(17),
-                hash_seed.rotate_left(31),
-                hash_seed.rotate_left(47),
-            )),
+            sales: HashMap::with_hasher(sales_hasher(hash_seed)),
             first_period,
             next_to_close: first_period,
             last_closing: Minor::ZERO,
@@ -308,6 +336,60 @@ impl PartnerAccount {
         }
         let index = self.contract.push(version);
         self.intern_version(index)
+    }
+
+    /// The account's image (see [`AccountImage`]).
+    pub fn image(&self) -> AccountImage {
+        let mut sales: Vec<(String, SaleRecord)> = self.sales.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        sales.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        AccountImage {
+            id: self.id.clone(),
+            currency: self.currency,
+            since: self.since,
+            cycle: self.cycle.clone(),
+            contract: self.contract.clone(),
+            ledgers: self.ledgers.clone(),
+            sales,
+            first_period: self.first_period,
+            next_to_close: self.next_to_close,
+            last_closing: self.last_closing,
+            open: self.open.0.clone(),
+            recent: self.recent,
+            statements_issued: self.statements_issued,
+        }
+    }
+
+    /// The account an image was taken of, its hash map keyed by `hash_seed`. Party numbers and
+    /// split plans are derived from the contract in registration order, as `open` and
+    /// `add_contract_version` derived them, so they come out the same.
+    pub fn from_image(image: AccountImage, hash_seed: u64) -> Result<PartnerAccount, AccountError> {
+        let mut sales = HashMap::with_capacity_and_hasher(image.sales.len(), sales_hasher(hash_seed));
+        sales.extend(image.sales);
+        let mut account = PartnerAccount {
+            id: image.id,
+            currency: image.currency,
+            since: image.since,
+            cycle: image.cycle,
+            contract: image.contract,
+            parties: vec![PARTNER_PARTY.to_string(), PLATFORM_PARTY.to_string()],
+            split_plans: Vec::new(),
+            ledgers: vec![0; PARTY_BASE + 2],
+            sales,
+            first_period: image.first_period,
+            next_to_close: image.next_to_close,
+            last_closing: image.last_closing,
+            open: OpenPeriods(image.open),
+            recent: image.recent,
+            statements_issued: image.statements_issued,
+        };
+        for index in 0..account.contract.versions().len() {
+            account.intern_version(index)?;
+        }
+        if account.ledgers.len() != image.ledgers.len() {
+            return Err(AccountError::Image(account.id));
+        }
+        account.ledgers = image.ledgers;
+        Ok(account)
     }
 
     pub fn id(&self) -> &str {

@@ -151,6 +151,12 @@ impl IdIndex {
         self.ensure_chunks(self.len.saturating_add(additional));
     }
 
+    /// Every recorded id's first content and outcome, in the order they were recorded: recording
+    /// them in this order into a new index rebuilds this one (a snapshot of the index).
+    pub fn entries(&self) -> impl Iterator<Item = (&TxInput, &Outcome)> {
+        self.chunks.iter().flatten().take(self.len).flatten().map(|e| (&e.content, &e.outcome))
+    }
+
     pub fn get(&self, id: &str) -> Option<(&TxInput, &Outcome)> {
         self.find(id).map(|e| (&e.content, &e.outcome))
     }

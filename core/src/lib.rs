@@ -25,7 +25,7 @@ pub mod statement;
 pub mod time;
 pub mod tx;
 
-pub use account::PartnerAccount;
+pub use account::{AccountImage, PartnerAccount};
 pub use contract::{Contract, ContractVersion, PeriodFee, SaleFee, Share};
 pub use currency::Currency;
 pub use cycle::{Cycle, CycleKind, Period};

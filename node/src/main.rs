@@ -201,6 +201,11 @@ struct ClusterArgs {
     /// Replicas per shard (read at bootstrap only).
     #[arg(long, default_value_t = settle_cluster::meta::DEFAULT_REPLICAS)]
     replicas: u32,
+    /// Entries between a group's Raft snapshots (the log before a snapshot is then compacted,
+    /// and a replica too far behind catches up by the snapshot).
+    #[arg(long, default_value_t = settle_cluster::node::DEFAULT_SNAPSHOT_LOGS,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_logs: u64,
     /// `settle dev` only: seed this many demo partners and rates once serving.
     #[arg(long, hide = true)]
     dev_seed: Option<usize>,
@@ -710,6 +715,7 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
         fx_max_age: settle_core::Span::from_hours(settle_core::ledger::DEFAULT_FX_MAX_AGE_HOURS),
         hash_seed: 0,
         tls: settle_cluster::PeerTls { chain: material.chain, key: material.key },
+        snapshot_logs: cluster.snapshot_logs,
     })
     .await?;
     let config = IngressConfig {

@@ -306,3 +306,91 @@ async fn nodes_join_and_drain_while_replicas_stay_equal() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Groups snapshot every `SNAPSHOT_LOGS` entries and purge their logs, so a node that was down
+/// while the shards moved on comes back through snapshots: every shard's replica on it reaches
+/// the leader's state hash and applied index, and it answers repeats of what was written while
+/// it was down (the idempotency index came with the snapshot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_down_past_the_compacted_log_catches_up_by_snapshot() {
+    const SNAPSHOT_LOGS: u64 = 20;
+    const SHARDS: u32 = 4;
+    let mut cluster = Cluster::new(SHARDS);
+    cluster.node_args = vec!["--snapshot-logs".into(), SNAPSHOT_LOGS.to_string()];
+    cluster.start_all();
+    let c1 = cluster.client(0).await;
+    for p in 0..PARTNERS {
+        c1.register_partner(common::partner_json(&format!("p{p}"), "EUR")).await.unwrap();
+    }
+    let mut acked = Acked::new();
+    let batch = |from: usize, n: usize| -> Vec<wire::Transaction> {
+        (from..from + n).map(|k| sale(format!("tx-{k:06}"), k % PARTNERS)).collect()
+    };
+    submit_until_acked(&c1, batch(0, 24), FAILOVER_DEADLINE, &mut acked).await;
+
+    // Node 3 goes down; every shard logs several snapshot intervals without it.
+    cluster.stop(2);
+    let mut next = 24;
+    for _ in 0..(4 * SNAPSHOT_LOGS) {
+        submit_until_acked(&c1, batch(next, PARTNERS), FAILOVER_DEADLINE, &mut acked).await;
+        next += PARTNERS;
+    }
+    // The leaders compacted their logs past what node 3 has.
+    let s = status(&c1).await;
+    for shard in s["shards"].as_array().unwrap() {
+        let leader = shard["leader"].as_u64().unwrap();
+        let replica = shard["replicas"].as_array().unwrap().iter().find(|r| r["node"] == leader).unwrap();
+        assert!(replica["purged_index"].as_u64().unwrap_or(0) > 0, "{shard}");
+    }
+
+    cluster.start(2);
+    let installed = wait_for_node_3(&c1).await;
+    assert!(installed > 0, "node 3 caught up without installing a snapshot");
+    // Restarted again, node 3 opens its groups from the snapshots it installed (their logs
+    // purged below them) and is still equal.
+    cluster.stop(2);
+    cluster.start(2);
+    wait_for_node_3(&c1).await;
+
+    // Node 3 answers repeats of everything as first answered, writes go on through it.
+    let c3 = cluster.client(2).await;
+    let all: Vec<_> = acked.values().cloned().collect();
+    for chunk in all.chunks(500) {
+        let again = c3.submit(chunk.iter().map(|(tx, _)| tx.clone()).collect()).await.unwrap();
+        for ((tx, first), again) in chunk.iter().zip(again) {
+            assert!(again.duplicate && again.outcome == first.outcome, "{}: {again:?}", tx.id);
+        }
+    }
+    submit_until_acked(&c3, batch(next, PARTNERS), FAILOVER_DEADLINE, &mut acked).await;
+}
+
+/// Waits until every shard's replica on node 3 has its leader's state hash and applied index;
+/// returns the snapshots node 3 installed since it started.
+async fn wait_for_node_3(client: &Client) -> u64 {
+    let start = Instant::now();
+    loop {
+        let s = status(client).await;
+        let shards = s["shards"].as_array().unwrap();
+        let caught_up = shards.iter().all(|sh| {
+            let replicas = sh["replicas"].as_array().unwrap();
+            let leader = replicas.iter().find(|r| r["node"] == sh["leader"]);
+            let three = replicas.iter().find(|r| r["node"] == 3);
+            match (leader, three) {
+                (Some(l), Some(t)) => {
+                    t["state_hash"] == l["state_hash"] && t["applied_index"] == l["applied_index"]
+                }
+                _ => false,
+            }
+        });
+        if caught_up {
+            return shards
+                .iter()
+                .flat_map(|sh| sh["replicas"].as_array().unwrap().iter())
+                .filter(|r| r["node"] == 3)
+                .map(|r| r["snapshots_installed"].as_u64().unwrap_or(0))
+                .sum();
+        }
+        assert!(start.elapsed() < CONVERGE_DEADLINE, "node 3 did not catch up: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

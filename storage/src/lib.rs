@@ -17,7 +17,7 @@ pub use codec::{AccountSummary, CodecError, ExceptionRecord, LogEntry};
 pub use control::{ControlRecord, ControlWrite, ReverseLogIter};
 pub use history::{HistoryRecord, HistoryRow, Resolution, ResolutionAction};
 pub use keys::RaftStateKey;
-pub use raft_db::{RaftDb, RaftOp, RAFT_FORMAT_VERSION};
+pub use raft_db::{GroupRow, RaftDb, RaftOp, OLDEST_RAFT_FORMAT_VERSION, RAFT_FORMAT_VERSION};
 pub use raft_reads::{ControlRow, ExceptionIter, HistoryIter, ShardException};
 pub use store::{Batch, LogIter, Store, TxLog, FORMAT_VERSION};
 

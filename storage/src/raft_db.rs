@@ -15,8 +15,13 @@ use settle_core::{ExceptionReason, Instant, Outcome, Statement, TxInput};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The format of a cluster data dir; bump with any change to keys or values.
-pub const RAFT_FORMAT_VERSION: u32 = 2;
+/// The format of a cluster data dir; bump with any change to keys or values. Format 3 writes
+/// group snapshots (`raft_state` tag 3) and compacts logs; a format 2 dir is a format 3 dir
+/// without snapshots, so it is upgraded in place when opened for writing (after which a build
+/// that knows only format 2 refuses it, rather than failing on a compacted log).
+pub const RAFT_FORMAT_VERSION: u32 = 3;
+/// The oldest format this build opens (and upgrades).
+pub const OLDEST_RAFT_FORMAT_VERSION: u32 = 2;
 const META_FORMAT: &[u8] = b"format_version";
 
 /// One write of a [`RaftDb::write`] batch.
@@ -97,10 +102,25 @@ pub enum RaftOp {
     ClearGroupState {
         group: u32,
     },
+    /// Query records of a group as a snapshot carried them (see [`RaftDb::group_rows`]).
+    PutGroupRows {
+        group: u32,
+        rows: Vec<GroupRow>,
+    },
     /// Removes everything of a group: log, vote, state (a replica moved off this node).
     DropGroup {
         group: u32,
     },
+}
+
+/// One record of a group's state-machine families, as stored: `family` indexes
+/// [`GROUP_STATE_CFS`]. Snapshots move a group's records between nodes in this form, so that
+/// no record kind needs its own snapshot encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRow {
+    pub family: u8,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 /// The database of a clustered node.
@@ -152,8 +172,13 @@ impl RaftDb {
                     .try_into()
                     .map_err(|_| corrupt(keys::CF_RAFT_META, META_FORMAT, "format version length"))?;
                 let found = u32::from_be_bytes(raw);
-                if found != RAFT_FORMAT_VERSION {
+                if !(OLDEST_RAFT_FORMAT_VERSION..=RAFT_FORMAT_VERSION).contains(&found) {
                     return Err(StorageError::UnsupportedFormat { found });
+                }
+                if found < RAFT_FORMAT_VERSION && create {
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(meta, META_FORMAT, RAFT_FORMAT_VERSION.to_be_bytes());
+                    self.write_batch(batch, true)?;
                 }
                 Ok(())
             }
@@ -263,6 +288,24 @@ impl RaftDb {
                         batch.delete_range_cf(cf, start, end);
                     }
                 }
+                RaftOp::PutGroupRows { group, rows } => {
+                    let (start, end) = keys::group_range(*group);
+                    for row in rows {
+                        let cf = state_cfs.get(usize::from(row.family)).copied();
+                        // A row of another group (or family) would corrupt a group the snapshot
+                        // does not describe: refuse the whole batch.
+                        let inside =
+                            row.key.as_slice() >= start.as_slice() && row.key.as_slice() < end.as_slice();
+                        let Some(cf) = cf.filter(|_| inside) else {
+                            return Err(corrupt(
+                                keys::CF_RAFT_STATE,
+                                &row.key,
+                                "snapshot row outside its group",
+                            ));
+                        };
+                        batch.put_cf(cf, &row.key, &row.value);
+                    }
+                }
                 RaftOp::ClearGroupState { group } => {
                     let (start, end) = keys::group_range(*group);
                     for cf in &state_cfs {
@@ -309,6 +352,30 @@ impl RaftDb {
             return Ok(None);
         }
         Ok(Some((index, value.to_vec())))
+    }
+
+    /// Every record of `group` in the state-machine families ([`GROUP_STATE_CFS`], in that
+    /// order, keys ascending), read from one RocksDB snapshot so that the families agree with
+    /// each other; `visit` gets each row and may stop the scan with an error.
+    pub fn group_rows<E: From<StorageError>>(
+        &self,
+        group: u32,
+        mut visit: impl FnMut(u8, &[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let snapshot = self.db.snapshot();
+        let (start, end) = keys::group_range(group);
+        for (family, name) in GROUP_STATE_CFS.iter().enumerate() {
+            let cf = self.cf(name)?;
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_iterate_upper_bound(end.to_vec());
+            let mode = IteratorMode::From(&start, Direction::Forward);
+            for item in snapshot.iterator_cf_opt(cf, options, mode) {
+                let (key, value) = item.map_err(StorageError::from)?;
+                // GROUP_STATE_CFS has 6 names: the index always fits a byte.
+                visit(family as u8, &key, &value)?;
+            }
+        }
+        Ok(())
     }
 
     /// A per-group record.

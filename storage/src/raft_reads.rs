@@ -392,4 +392,76 @@ mod tests {
         assert_eq!(db.exceptions(4, 0).unwrap().count(), 0);
         assert_eq!(db.exceptions(5, 0).unwrap().count(), 1);
     }
+
+    /// What a snapshot carries: every row of one group in the state families, and nothing of
+    /// another; put back elsewhere they read the same, and a row outside its group is refused.
+    #[test]
+    fn a_groups_rows_move_to_another_database_and_stay_in_their_group() {
+        let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let db = RaftDb::open(dir.path()).unwrap();
+        for (group, index) in [(2, 1), (2, 5), (3, 1)] {
+            row(&db, group, index, 10);
+        }
+        let control = RaftOp::PutControl { group: 2, space: 1, key: b"k".to_vec(), value: b"v".to_vec() };
+        let exception = RaftOp::PutException {
+            group: 2,
+            number: 0,
+            tx: Box::new(tx("e", 1)),
+            reason: ExceptionReason::UnknownCurrency,
+        };
+        db.write(&[control, exception], false).unwrap();
+        let collect = |db: &RaftDb, group| {
+            let mut rows = Vec::new();
+            db.group_rows(group, |family, key, value| -> Result<(), StorageError> {
+                rows.push(crate::GroupRow { family, key: key.to_vec(), value: value.to_vec() });
+                Ok(())
+            })
+            .unwrap();
+            rows
+        };
+        let rows = collect(&db, 2);
+        assert_eq!(rows.len(), 4, "two history rows, an exception, a control record");
+        let copy = RaftDb::open(other.path()).unwrap();
+        row(&copy, 2, 9, 10); // what installing replaces
+        copy.write(
+            &[RaftOp::ClearGroupState { group: 2 }, RaftOp::PutGroupRows { group: 2, rows: rows.clone() }],
+            false,
+        )
+        .unwrap();
+        assert_eq!(collect(&copy, 2), rows);
+        let up: Vec<u64> = copy.history(2, 0, true).unwrap().map(|r| r.unwrap().0).collect();
+        assert_eq!(up, vec![1, 5]);
+        assert!(copy.write(&[RaftOp::PutGroupRows { group: 3, rows }], false).is_err());
+        assert!(collect(&copy, 3).is_empty(), "a refused batch writes nothing");
+    }
+
+    #[test]
+    fn a_format_2_dir_is_upgraded_when_opened_for_writing_and_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RaftDb::open(dir.path()).unwrap());
+        // Written without the format check, as an older or newer build left it.
+        let set = |version: u32| {
+            let db = crate::store::open_rocksdb(dir.path(), &crate::keys::RAFT_CFS).unwrap();
+            let meta = db.cf_handle(crate::keys::CF_RAFT_META).unwrap();
+            db.put_cf(meta, b"format_version", version.to_be_bytes()).unwrap();
+        };
+        set(2);
+        drop(RaftDb::open_read_only(dir.path()).unwrap());
+        let read = |db: &RaftDb| {
+            let meta = db.cf(crate::keys::CF_RAFT_META).unwrap();
+            db.db().get_cf(meta, b"format_version").unwrap().unwrap()
+        };
+        assert_eq!(
+            read(&RaftDb::open_read_only(dir.path()).unwrap()),
+            2u32.to_be_bytes(),
+            "read-only changes nothing"
+        );
+        assert_eq!(read(&RaftDb::open(dir.path()).unwrap()), crate::RAFT_FORMAT_VERSION.to_be_bytes());
+        for refused in [1, crate::RAFT_FORMAT_VERSION + 1] {
+            set(refused);
+            assert!(
+                matches!(RaftDb::open(dir.path()), Err(StorageError::UnsupportedFormat { found }) if found == refused)
+            );
+        }
+    }
 }

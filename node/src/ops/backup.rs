@@ -51,6 +51,17 @@ impl BackupKind {
             BackupKind::ClusterMember => settle_storage::RAFT_FORMAT_VERSION,
         }
     }
+
+    /// Whether this build restores a store of format `found` (a member's older format is
+    /// upgraded in place when the restored member starts).
+    fn restores(self, found: u32) -> bool {
+        match self {
+            BackupKind::Standalone => found == settle_storage::FORMAT_VERSION,
+            BackupKind::ClusterMember => (settle_storage::OLDEST_RAFT_FORMAT_VERSION
+                ..=settle_storage::RAFT_FORMAT_VERSION)
+                .contains(&found),
+        }
+    }
 }
 /// Read size for checksums and copies.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -248,7 +259,7 @@ pub fn verify(from: &Path) -> anyhow::Result<Manifest> {
         manifest.format
     );
     anyhow::ensure!(
-        manifest.store_format == manifest.kind.store_format(),
+        manifest.kind.restores(manifest.store_format),
         "the backup's store format {} is not this build's {}",
         manifest.store_format,
         manifest.kind.store_format()

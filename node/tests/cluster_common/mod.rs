@@ -46,6 +46,8 @@ pub struct Cluster {
     pub shards: u32,
     /// Every node serves the HTTP API (`--http`).
     pub http: bool,
+    /// More arguments for every `settle node`.
+    pub node_args: Vec<String>,
 }
 
 impl Cluster {
@@ -72,7 +74,7 @@ impl Cluster {
             .collect();
         let bootstrap = nodes.iter().map(|n| format!("{}={}", n.id, n.peer)).collect::<Vec<_>>().join(",");
         let pem = certified.cert.pem().into_bytes();
-        Cluster { dir, nodes, bootstrap, pem, shards, http: false }
+        Cluster { dir, nodes, bootstrap, pem, shards, http: false, node_args: Vec::new() }
     }
 
     /// Every node also serves the HTTP API.
@@ -104,6 +106,7 @@ impl Cluster {
             .arg(dir.join("key.pem"))
             .arg("--api-key-file")
             .arg(dir.join("api-key"))
+            .args(&self.node_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(match &node.stderr_log {
