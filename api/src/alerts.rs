@@ -17,7 +17,7 @@ use axum::Json;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -66,8 +66,11 @@ pub enum Condition {
 pub struct Rule {
     pub id: String,
     pub name: String,
-    /// `ingest_per_s`, `applied_per_s`, `ack_p50_us`, `ack_p99_us`, `in_flight`,
-    /// `exceptions_per_s`, `exceptions_per_s:REASON`, or `partner_payable:PARTNER` (minor units).
+    /// A live figure (`ingest_per_s`, `applied_per_s`, `ack_p50_us`, `ack_p99_us`, `in_flight`,
+    /// `exceptions_per_s`, `exceptions_per_s:REASON`, `duplicates_per_s`), a partner figure
+    /// (`partner_payable:P` in minor units, `partner_tx_per_s:P`, `partner_amount_per_s:P` gross
+    /// sales in minor units per second) or an FX figure (`fx_age_s:BASE/QUOTE`, seconds since the
+    /// newest rate of the pair; `fx_age_s`, the oldest of those).
     pub metric: String,
     pub condition: Condition,
     /// Seconds the condition must hold before the alert fires.
@@ -97,7 +100,46 @@ struct Inner {
     rules: BTreeMap<String, Rule>,
     states: BTreeMap<String, AlertState>,
     history: VecDeque<Sample>,
+    /// Series of the figures read for rules (partner and FX figures), by metric name, one value
+    /// per sample, as long as `history`.
+    derived: BTreeMap<String, VecDeque<i128>>,
+    /// The last reading of each watched partner, from which its rates are derived.
+    partner_last: BTreeMap<String, PartnerReading>,
     recent: VecDeque<Value>,
+}
+
+/// A partner's balance and open-period figures, as read for one sample.
+#[derive(Clone, Copy, Debug)]
+struct PartnerFigures {
+    payable: i128,
+    period_start: settle_core::Instant,
+    transactions: u64,
+    gross_sales: i128,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PartnerReading {
+    at_ms: u64,
+    figures: PartnerFigures,
+}
+
+/// The partner figures a metric names: `(partner, metric kind)`.
+const PARTNER_METRICS: [&str; 3] = ["partner_payable:", "partner_tx_per_s:", "partner_amount_per_s:"];
+const FX_AGE: &str = "fx_age_s";
+
+fn watched_partner(metric: &str) -> Option<&str> {
+    PARTNER_METRICS.iter().find_map(|prefix| metric.strip_prefix(prefix)).filter(|p| !p.is_empty())
+}
+
+/// Seconds since the newest rate of `pair` (`BASE/QUOTE`), or since the oldest of the newest
+/// rates when `pair` is `None`.
+fn fx_age_s(rates: &[settle_core::FxRate], pair: Option<&str>, now_ms: u64) -> Option<i128> {
+    let now_s = i128::from(now_ms / 1000);
+    rates
+        .iter()
+        .filter(|r| pair.is_none_or(|p| p == format!("{}/{}", r.base.code(), r.quote.code())))
+        .map(|r| now_s.saturating_sub(r.at.unix_seconds()).max(0))
+        .max()
 }
 
 pub struct Alerts {
@@ -119,6 +161,7 @@ fn metric_value(metric: &str, s: &Sample) -> Option<i128> {
         "ack_p99_us" => s.ack_p99_us,
         "in_flight" => s.in_flight,
         "exceptions_per_s" => s.exceptions.values().sum(),
+        "duplicates_per_s" => s.duplicates_per_s,
         other => match other.strip_prefix("exceptions_per_s:") {
             Some(reason) => s.exceptions.get(reason).copied().unwrap_or(0),
             None => return None,
@@ -130,9 +173,23 @@ fn metric_value(metric: &str, s: &Sample) -> Option<i128> {
 fn valid_metric(m: &str) -> bool {
     matches!(
         m,
-        "ingest_per_s" | "applied_per_s" | "ack_p50_us" | "ack_p99_us" | "in_flight" | "exceptions_per_s"
+        "ingest_per_s"
+            | "applied_per_s"
+            | "ack_p50_us"
+            | "ack_p99_us"
+            | "in_flight"
+            | "exceptions_per_s"
+            | "duplicates_per_s"
+            | FX_AGE
     ) || m.strip_prefix("exceptions_per_s:").is_some_and(|r| settle_core::ExceptionReason::parse(r).is_some())
-        || m.strip_prefix("partner_payable:").is_some_and(|p| !p.is_empty())
+        || watched_partner(m).is_some()
+        || m.strip_prefix("fx_age_s:").is_some_and(valid_pair)
+}
+
+fn valid_pair(pair: &str) -> bool {
+    pair.split_once('/').is_some_and(|(base, quote)| {
+        settle_core::Currency::from_code(base).is_some() && settle_core::Currency::from_code(quote).is_some()
+    })
 }
 
 fn compare(value: i128, comparator: &str, threshold: i128) -> bool {
@@ -201,22 +258,15 @@ impl Alerts {
             inner.history.push_back(sample.clone());
             inner.rules.values().cloned().collect()
         };
-        // Partner figures are read outside the lock.
-        let mut payables = BTreeMap::new();
-        for rule in &rules {
-            if let Some(p) = rule.metric.strip_prefix("partner_payable:") {
-                if let Ok(Some(b)) = app.read.balance(p).await {
-                    payables.insert(p.to_string(), b.payable.0);
-                }
-            }
-        }
+        let derived = derived_figures(app, &rules, sample.at_ms).await;
         let mut notify = Vec::new();
         let firing_count;
         {
             let mut inner = self.lock();
+            inner.record_derived(derived, sample.at_ms);
             for rule in &rules {
-                let series: Vec<i128> = match rule.metric.strip_prefix("partner_payable:") {
-                    Some(p) => payables.get(p).map(|v| vec![*v]).unwrap_or_default(),
+                let series: Vec<i128> = match inner.derived.get(&rule.metric) {
+                    Some(values) => values.iter().copied().collect(),
                     None => inner.history.iter().filter_map(|s| metric_value(&rule.metric, s)).collect(),
                 };
                 let Some(&current) = series.last() else { continue };
@@ -284,6 +334,86 @@ impl Alerts {
             });
             let control = Arc::clone(&self.control);
             tokio::spawn(deliver(control, rule, payload));
+        }
+    }
+}
+
+/// What the rules need beyond the live sample, read outside the lock: each watched partner's
+/// balance and open period, and the FX table's newest rates. A failed read leaves a gap.
+struct DerivedFigures {
+    /// Every metric name of the rules that is not a live figure.
+    metrics: BTreeSet<String>,
+    partners: BTreeMap<String, PartnerFigures>,
+    fx_ages: BTreeMap<String, i128>,
+}
+
+async fn derived_figures(app: &App, rules: &[Rule], now_ms: u64) -> DerivedFigures {
+    let metrics: BTreeSet<String> = rules
+        .iter()
+        .map(|r| r.metric.clone())
+        .filter(|m| watched_partner(m).is_some() || m == FX_AGE || m.starts_with("fx_age_s:"))
+        .collect();
+    let mut partners = BTreeMap::new();
+    for p in metrics.iter().filter_map(|m| watched_partner(m)) {
+        if partners.contains_key(p) {
+            continue;
+        }
+        if let Ok(Some(b)) = app.read.balance(p).await {
+            let reading = PartnerFigures {
+                payable: b.payable.0,
+                period_start: b.open_period.start,
+                transactions: b.preview.transaction_count,
+                gross_sales: b.preview.gross_sales.0,
+            };
+            partners.insert(p.to_string(), reading);
+        }
+    }
+    let mut fx_ages = BTreeMap::new();
+    if metrics.iter().any(|m| m.starts_with(FX_AGE)) {
+        if let Ok(rates) = app.read.newest_rates().await {
+            for m in metrics.iter().filter(|m| m.starts_with(FX_AGE)) {
+                if let Some(age) = fx_age_s(&rates, m.strip_prefix("fx_age_s:"), now_ms) {
+                    fx_ages.insert(m.clone(), age);
+                }
+            }
+        }
+    }
+    DerivedFigures { metrics, partners, fx_ages }
+}
+
+impl Inner {
+    /// Appends this sample's partner and FX figures to their series; rates come from the
+    /// difference to the partner's previous reading (a new period counts from zero).
+    fn record_derived(&mut self, figures: DerivedFigures, now_ms: u64) {
+        let DerivedFigures { metrics, partners, fx_ages } = figures;
+        self.derived.retain(|m, _| metrics.contains(m));
+        let mut values: BTreeMap<String, i128> = fx_ages;
+        for (p, now) in &partners {
+            values.insert(format!("partner_payable:{p}"), now.payable);
+            let reading = PartnerReading { at_ms: now_ms, figures: *now };
+            if let Some(before) = self.partner_last.insert(p.clone(), reading) {
+                let (tx, gross) = if before.figures.period_start == now.period_start {
+                    (
+                        now.transactions.saturating_sub(before.figures.transactions),
+                        now.gross_sales.saturating_sub(before.figures.gross_sales).max(0),
+                    )
+                } else {
+                    (now.transactions, now.gross_sales.max(0))
+                };
+                let elapsed_ms = i128::from(now_ms.saturating_sub(before.at_ms).max(1));
+                let per_s = |v: i128| v.saturating_mul(1000) / elapsed_ms;
+                values.insert(format!("partner_tx_per_s:{p}"), per_s(i128::from(tx)));
+                values.insert(format!("partner_amount_per_s:{p}"), per_s(gross));
+            }
+        }
+        self.partner_last.retain(|p, _| metrics.iter().any(|m| watched_partner(m) == Some(p.as_str())));
+        for m in metrics {
+            let Some(v) = values.get(&m) else { continue };
+            let series = self.derived.entry(m).or_default();
+            if series.len() == HISTORY {
+                series.pop_front();
+            }
+            series.push_back(*v);
         }
     }
 }
@@ -622,4 +752,83 @@ pub(crate) async fn dead_letters(
         .filter_map(|(_, v)| serde_json::from_slice(v).ok())
         .collect();
     Ok(Json(json!({"dead_letters": letters})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use settle_core::{Currency, Dec, FxRate, Instant};
+
+    fn figures(period_day: i64, transactions: u64, gross_sales: i128) -> PartnerFigures {
+        PartnerFigures {
+            payable: gross_sales,
+            period_start: Instant::from_unix_seconds(period_day * 86_400),
+            transactions,
+            gross_sales,
+        }
+    }
+
+    fn record(inner: &mut Inner, metrics: &[&str], p1: PartnerFigures, at_ms: u64) {
+        let figures = DerivedFigures {
+            metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            partners: [("p1".to_string(), p1)].into_iter().collect(),
+            fx_ages: BTreeMap::new(),
+        };
+        inner.record_derived(figures, at_ms);
+    }
+
+    fn series(inner: &Inner, metric: &str) -> Vec<i128> {
+        inner.derived.get(metric).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn partner_rates_are_differences_per_second_and_restart_with_a_new_period() {
+        let mut inner = Inner::default();
+        let m = ["partner_tx_per_s:p1", "partner_amount_per_s:p1", "partner_payable:p1"];
+        record(&mut inner, &m, figures(1, 10, 5_000), 1_000);
+        assert_eq!(series(&inner, m[0]), Vec::<i128>::new(), "a rate needs two readings");
+        assert_eq!(series(&inner, m[2]), vec![5_000]);
+        record(&mut inner, &m, figures(1, 30, 9_000), 3_000);
+        assert_eq!((series(&inner, m[0]), series(&inner, m[1])), (vec![10], vec![2_000]));
+        // The next period counts from zero: its figures are all new.
+        record(&mut inner, &m, figures(2, 4, 800), 4_000);
+        assert_eq!((series(&inner, m[0]), series(&inner, m[1])), (vec![10, 4], vec![2_000, 800]));
+        // A rule removed: its series and readings go.
+        record(&mut inner, &["ingest_per_s"], figures(2, 4, 800), 5_000);
+        assert!(inner.derived.is_empty() && inner.partner_last.is_empty());
+    }
+
+    #[test]
+    fn fx_age_is_per_pair_or_the_oldest_newest_rate() {
+        let rate = |base: &str, quote: &str, at: i64| FxRate {
+            base: Currency::from_code(base).unwrap(),
+            quote: Currency::from_code(quote).unwrap(),
+            rate: Dec::parse("1.1", false).unwrap(),
+            at: Instant::from_unix_seconds(at),
+            source: None,
+        };
+        let rates = [rate("USD", "EUR", 1_000), rate("GBP", "EUR", 1_900)];
+        assert_eq!(fx_age_s(&rates, Some("USD/EUR"), 2_000_000), Some(1_000));
+        assert_eq!(fx_age_s(&rates, Some("GBP/EUR"), 2_000_000), Some(100));
+        assert_eq!(fx_age_s(&rates, None, 2_000_000), Some(1_000));
+        assert_eq!(fx_age_s(&rates, Some("JPY/EUR"), 2_000_000), None);
+        assert_eq!(fx_age_s(&rates, Some("USD/EUR"), 0), Some(0), "a rate from the future is fresh");
+    }
+
+    #[test]
+    fn metric_names() {
+        for ok in [
+            "duplicates_per_s",
+            "fx_age_s",
+            "fx_age_s:USD/EUR",
+            "partner_tx_per_s:p1",
+            "partner_amount_per_s:p",
+        ] {
+            assert!(valid_metric(ok), "{ok}");
+        }
+        for bad in ["fx_age_s:USD", "fx_age_s:USD/XX", "partner_tx_per_s:", "partner_volume:p1", "duplicates"]
+        {
+            assert!(!valid_metric(bad), "{bad}");
+        }
+    }
 }

@@ -53,6 +53,8 @@ pub struct Sample {
     pub ack_p99_us: u64,
     /// New exceptions in the second, by reason.
     pub exceptions: BTreeMap<String, u64>,
+    /// Retries answered with their first result in the second (idempotent repeats).
+    pub duplicates_per_s: u64,
     pub in_flight: u64,
     pub total_ingested: u64,
     pub total_exceptions: u64,
@@ -63,6 +65,7 @@ pub struct Sample {
 struct Previous {
     at_ms: u64,
     ingested: u64,
+    duplicates: u64,
     applied: u64,
     buckets: [u64; LATENCY_BOUNDS_US.len()],
     exceptions: BTreeMap<String, u64>,
@@ -72,6 +75,7 @@ pub struct Metrics {
     registry: Registry,
     ingested: IntCounter,
     batches: IntCounter,
+    duplicates: IntCounter,
     ack_latency: Histogram,
     exceptions: IntCounterVec,
     commits: IntGauge,
@@ -108,6 +112,10 @@ impl Metrics {
         let ingested =
             IntCounter::new("settle_ingest_transactions_total", "Transactions acknowledged to clients")?;
         let batches = IntCounter::new("settle_ingest_batches_total", "Submissions acknowledged to clients")?;
+        let duplicates = IntCounter::new(
+            "settle_ingest_duplicates_total",
+            "Transactions answered with the result of an earlier submission of the same id",
+        )?;
         let ack_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "settle_ack_latency_seconds",
@@ -179,6 +187,7 @@ impl Metrics {
         }
         registry.register(Box::new(ingested.clone()))?;
         registry.register(Box::new(batches.clone()))?;
+        registry.register(Box::new(duplicates.clone()))?;
         registry.register(Box::new(ack_latency.clone()))?;
         registry.register(Box::new(exceptions.clone()))?;
         registry.register(Box::new(storage.clone()))?;
@@ -196,6 +205,7 @@ impl Metrics {
             registry,
             ingested,
             batches,
+            duplicates,
             ack_latency,
             exceptions,
             commits,
@@ -240,8 +250,12 @@ impl Metrics {
             b.fetch_add(1, Ordering::Relaxed);
         }
         for r in results {
-            if let (Outcome::Exception(reason), false) = (&r.outcome, r.duplicate) {
-                self.exceptions.with_label_values(&[reason.as_str()]).inc();
+            match (&r.outcome, r.duplicate) {
+                (_, true) => self.duplicates.inc(),
+                (Outcome::Exception(reason), false) => {
+                    self.exceptions.with_label_values(&[reason.as_str()]).inc()
+                }
+                (_, false) => {}
             }
         }
         let mut per = self.per_partner.lock().unwrap_or_else(|e| e.into_inner());
@@ -331,6 +345,7 @@ impl Metrics {
     pub fn sample(&self, read: &dyn crate::model::ReadModel, now_ms: u64) -> Sample {
         let counters = read.counters();
         let ingested = self.ingested.get();
+        let duplicates = self.duplicates.get();
         let buckets: [u64; LATENCY_BOUNDS_US.len()] =
             std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
         let exceptions = self.exceptions_by_reason();
@@ -351,11 +366,19 @@ impl Metrics {
                 .map(|(k, v)| (k.clone(), v.saturating_sub(prev.exceptions.get(k).copied().unwrap_or(0))))
                 .filter(|(_, v)| *v > 0)
                 .collect(),
+            duplicates_per_s: if first { 0 } else { per_s(duplicates, prev.duplicates) },
             in_flight: counters.in_flight,
             total_ingested: ingested,
             total_exceptions: exceptions.values().sum(),
         };
-        *prev = Previous { at_ms: now_ms, ingested, applied: counters.transactions, buckets, exceptions };
+        *prev = Previous {
+            at_ms: now_ms,
+            ingested,
+            duplicates,
+            applied: counters.transactions,
+            buckets,
+            exceptions,
+        };
         drop(prev);
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() == SAMPLES_KEPT {

@@ -235,6 +235,8 @@ pub trait ReadModel: Send + Sync + 'static {
     fn transaction(&self, id: &str) -> BoxFuture<'_, Result<Option<TxRecord>, BackendError>>;
     fn exceptions(&self, query: ExceptionQuery) -> BoxFuture<'_, Result<ExceptionPage, BackendError>>;
     fn exception(&self, seq: u64) -> BoxFuture<'_, Result<Option<ExceptionItem>, BackendError>>;
+    /// The newest FX rate of each pair, by pair (what staleness alerts watch).
+    fn newest_rates(&self) -> BoxFuture<'_, Result<Vec<FxRate>, BackendError>>;
     fn counters(&self) -> EngineCounters;
     /// Storage statistics as (metric suffix, column family, value).
     fn storage_stats(&self) -> Vec<(String, String, u64)>;

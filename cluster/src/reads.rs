@@ -21,7 +21,9 @@ use crate::transport::{ForwardError, PeerReq, PeerResp};
 use crate::types::{shard_group, shard_of, GroupId};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use serde::{Deserialize, Serialize};
-use settle_core::{Currency, ExceptionReason, Instant, Outcome, Partner, Period, Statement, TxInput, TxKind};
+use settle_core::{
+    Currency, ExceptionReason, FxRate, Instant, Outcome, Partner, Period, Statement, TxInput, TxKind,
+};
 use settle_storage::{codec, history, LogEntry, RaftDb, Resolution, ShardException, StorageError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,6 +229,9 @@ pub enum ShardRead {
         limit: u32,
         max_scan: u32,
     },
+    /// The newest FX rate of each pair in the shard's table (new variants go last: the peer
+    /// codec numbers them).
+    NewestRates,
 }
 
 /// A transaction as it crosses the peer transport: the storage codec's record.
@@ -265,6 +270,7 @@ pub enum ShardAnswer {
     },
     Exception(Option<WireException>),
     Balance(Option<Box<Balance>>),
+    Rates(Vec<FxRate>),
     List {
         items: Vec<(u64, Vec<u8>)>,
         currency: Currency,
@@ -526,6 +532,7 @@ impl ClusterHandle {
                 (ShardRead::Balance { partner }, Some(s)) => {
                     return Ok(ShardAnswer::Balance(s.balance(partner).map(Box::new)))
                 }
+                (ShardRead::NewestRates, Some(s)) => return Ok(ShardAnswer::Rates(s.newest_rates())),
                 (ShardRead::Exception { number }, Some(s)) if *number >= s.exceptions().len() as u64 => {
                     return Ok(ShardAnswer::Exception(None))
                 }
@@ -549,7 +556,8 @@ impl ClusterHandle {
             ShardRead::ReadIndex
             | ShardRead::Partners
             | ShardRead::Lookup { .. }
-            | ShardRead::Balance { .. } => Err(ForwardError::Failed("answered above".into())),
+            | ShardRead::Balance { .. }
+            | ShardRead::NewestRates => Err(ForwardError::Failed("answered above".into())),
             ShardRead::Statements { partner } => {
                 let list = on_db(db, move |db| db.shard_statements(group, &partner)).await?;
                 Ok(ShardAnswer::Statements(list))
@@ -721,6 +729,15 @@ impl ClusterHandle {
         let group = shard_group(self.partner_shard(partner));
         match self.read_on_leader(group, ShardRead::Balance { partner: partner.to_string() }).await? {
             ShardAnswer::Balance(b) => Ok(b.map(|b| *b)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The newest FX rate of each pair. Rates are published to every shard, so shard 0's table
+    /// stands for all of them.
+    pub async fn newest_rates(&self) -> Result<Vec<FxRate>, ClusterError> {
+        match self.read_on_leader(shard_group(0), ShardRead::NewestRates).await? {
+            ShardAnswer::Rates(rates) => Ok(rates),
             _ => Err(unexpected()),
         }
     }

@@ -332,6 +332,11 @@ impl ShardState {
         self.by_id.get(partner).map(|&i| self.cells[i as usize].balance())
     }
 
+    /// The newest rate of each pair in the shard's FX table.
+    pub fn newest_rates(&self) -> Vec<settle_core::FxRate> {
+        self.fx.newest().cloned().collect()
+    }
+
     /// The earliest instant at which some account of the shard has a period to close.
     pub fn next_close_due(&self) -> Instant {
         self.cells.iter().map(|c| c.account.next_close_due()).min().unwrap_or(Instant::MAX)

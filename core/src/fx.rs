@@ -67,6 +67,12 @@ impl FxTable {
         self.pairs.values().flatten()
     }
 
+    /// The newest rate of each pair (greatest `at`; the later published for equal instants), by
+    /// pair. Staleness alerts watch these.
+    pub fn newest(&self) -> impl Iterator<Item = &FxRate> {
+        self.pairs.values().filter_map(|list| list.last())
+    }
+
     fn latest(&self, base: Currency, quote: Currency, t: Instant) -> Option<&FxRate> {
         let list = self.pairs.get(&(base, quote))?;
         let n = list.partition_point(|r| r.at <= t);
@@ -148,6 +154,20 @@ mod tests {
             at: t(at),
             source: None,
         }
+    }
+
+    #[test]
+    fn newest_is_the_latest_instant_of_each_pair() {
+        let mut fx = FxTable::new();
+        fx.insert(rate("JPY", "EUR", "0.007", "2026-05-04T12:00:00Z"));
+        fx.insert(rate("JPY", "EUR", "0.006211", "2026-05-04T06:00:00Z"));
+        fx.insert(rate("EUR", "GBP", "0.85", "2026-01-01T00:00:00Z"));
+        fx.insert(rate("EUR", "GBP", "0.86", "2026-01-01T00:00:00Z"));
+        let newest: Vec<(String, String)> = fx
+            .newest()
+            .map(|r| (format!("{}/{}", r.base.code(), r.quote.code()), r.rate.to_string()))
+            .collect();
+        assert_eq!(newest, vec![("EUR/GBP".into(), "0.86".into()), ("JPY/EUR".into(), "0.007".into())]);
     }
 
     #[test]

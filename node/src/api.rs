@@ -319,6 +319,10 @@ impl ReadModel for EngineApi {
         })
     }
 
+    fn newest_rates(&self) -> BoxFuture<'_, Result<Vec<FxRate>, BackendError>> {
+        Box::pin(async move { self.engine.newest_rates().await.map_err(backend_error) })
+    }
+
     fn statements(&self, partner: &str) -> BoxFuture<'_, Result<Vec<Statement>, BackendError>> {
         let partner = partner.to_string();
         Box::pin(self.blocking(move |store, _| store.statements(&partner)))

@@ -141,6 +141,10 @@ impl ReadModel for ClusterApi {
         })
     }
 
+    fn newest_rates(&self) -> BoxFuture<'_, Result<Vec<FxRate>, BackendError>> {
+        Box::pin(async move { self.handle.newest_rates().await.map_err(backend_error) })
+    }
+
     fn statements(&self, partner: &str) -> BoxFuture<'_, Result<Vec<Statement>, BackendError>> {
         let partner = partner.to_string();
         Box::pin(async move { self.handle.statements(&partner).await.map_err(backend_error) })

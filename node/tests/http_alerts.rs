@@ -187,3 +187,76 @@ async fn threshold_alert_fires_once_resolves_once_over_webhook_and_email() {
     }
     node.stop().await;
 }
+
+/// Waits until the rule has a value (its figures were read at least once) and returns it.
+async fn rule_value(node: &TestNode, cred: &Cred, rule: &str) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let alerts = node.get("/v1/alerts", cred).await.json();
+        let found = alerts["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == rule).cloned();
+        if let Some(state) = found {
+            return state["value"].as_str().map_or_else(|| state["value"].to_string(), str::to_string);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "rule {rule} never evaluated");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn add_rule(
+    node: &TestNode,
+    cred: &Cred,
+    name: &str,
+    metric: &str,
+    threshold: i64,
+    url: &str,
+) -> String {
+    let rule = json!({
+        "name": name, "metric": metric, "severity": "warning", "for_s": 0,
+        "condition": {"kind": "threshold", "comparator": ">", "threshold": threshold, "window_s": 1},
+        "webhook": {"url": url, "secret": "k"},
+    });
+    let r = node.post("/v1/alerts/rules", cred, &rule.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+/// The anomaly inputs: a partner's own volume rate, bursts of duplicate submissions, and the age
+/// of the newest FX rate of a pair each drive a rule and fire it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_volume_duplicates_and_fx_staleness_drive_rules() {
+    let node = TestNode::start().await;
+    let admin = node.admin_session().await;
+    assert_eq!(node.post("/v1/partners", &admin, &partner_body("p1")).await.status, 201);
+    let op = Cred::Key(node.key(&admin, "operator", None).await);
+    let (url, mut hooks) = webhook_receiver().await;
+    let volume = add_rule(&node, &op, "p1 busy", "partner_tx_per_s:p1", 0, &url).await;
+    let amount = add_rule(&node, &op, "p1 big", "partner_amount_per_s:p1", 0, &url).await;
+    let dupes = add_rule(&node, &op, "retries", "duplicates_per_s", 0, &url).await;
+    let stale = add_rule(&node, &op, "usd stale", "fx_age_s:USD/EUR", 3600, &url).await;
+    let bad = json!({"name": "x", "metric": "fx_age_s:USD-EUR", "severity": "warning",
+        "condition": {"kind": "threshold", "comparator": ">", "threshold": 1, "window_s": 1}});
+    assert_eq!(node.post("/v1/alerts/rules", &op, &bad.to_string()).await.status, 400, "pair is BASE/QUOTE");
+    // A rate published for a March instant is months old by the wall clock the rules read.
+    let rates =
+        json!({"rates": [{"base": "USD", "quote": "EUR", "rate": "0.9", "at": "2026-03-02T00:00:00Z"}]});
+    assert_eq!(node.post("/v1/fx/rates", &op, &rates.to_string()).await.status, 200);
+    // The partner's rates need a reading before the sale to count from.
+    assert_eq!(rule_value(&node, &op, &volume).await, "0");
+    assert_eq!(rule_value(&node, &op, &amount).await, "0");
+    let sale = json!({"transactions": [sale("s1", "p1", "100.00", "EUR")]});
+    assert_eq!(node.post("/v1/transactions", &op, &sale.to_string()).await.status, 200);
+    let retry = node.post("/v1/transactions", &op, &sale.to_string()).await;
+    assert_eq!(retry.json()["results"][0]["duplicate"], true, "{}", retry.text());
+
+    let mut fired = std::collections::BTreeSet::new();
+    while fired.len() < 4 {
+        let (_, body) = next(&mut hooks).await;
+        let n: Value = serde_json::from_str(&body).unwrap();
+        if n["status"] == "firing" {
+            fired.insert(n["rule"].as_str().unwrap().to_string());
+        }
+    }
+    let expected: std::collections::BTreeSet<String> = [volume, amount, dupes, stale].into_iter().collect();
+    assert_eq!(fired, expected);
+    node.stop().await;
+}

@@ -287,6 +287,25 @@ async fn the_http_api_on_a_three_node_cluster_is_one_system() {
         assert!(!items.is_empty() && items.iter().all(|t| t["partner"] == "pa"), "{g}");
     }
 
+    // A staleness rule on node 3 reads the FX table a rate published through node 1 went to.
+    let rates =
+        json!({"rates": [{"base": "USD", "quote": "EUR", "rate": "0.9", "at": "2026-03-02T00:00:00Z"}]});
+    assert_eq!(post(nodes[0], "/v1/fx/rates", &ops, &rates.to_string()).await.status, 200);
+    let rule = json!({"name": "usd stale", "metric": "fx_age_s:USD/EUR", "severity": "warning",
+        "condition": {"kind": "threshold", "comparator": ">", "threshold": 3600, "window_s": 1}});
+    let r = post(nodes[2], "/v1/alerts/rules", &ops, &rule.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let rule_id = r.json()["id"].as_str().unwrap().to_string();
+    eventually("the FX staleness alert firing on node 3", || async {
+        let alerts = get(nodes[2], "/v1/alerts", &ops).await.json();
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule"] == rule_id.as_str() && a["firing"] == true)
+    })
+    .await;
+
     // The audit chain is the same on every member.
     eventually("equal audit chains on every member", || async {
         let mut heads = Vec::new();

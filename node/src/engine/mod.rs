@@ -161,6 +161,7 @@ pub(crate) enum Command {
     AddVersion { partner: String, version: ContractVersion, reply: Reply<()> },
     Balance { partner: String, reply: Reply<Option<Balance>> },
     Lookup { id: String, reply: Reply<Option<(TxInput, Outcome)>> },
+    NewestRates { reply: Reply<Vec<FxRate>> },
     Tick { reply: Option<Reply<()>> },
     Shutdown,
 }
@@ -383,6 +384,12 @@ impl EngineHandle {
             return Ok(());
         }
         self.request(|reply| Command::Rates { rates, reply }).await
+    }
+
+    /// The newest FX rate of each pair, as the sequencer converts with now (a rate published an
+    /// instant ago may still be on its way to disk). Staleness alerts watch these.
+    pub async fn newest_rates(&self) -> Result<Vec<FxRate>, EngineError> {
+        self.request(|reply| Command::NewestRates { reply }).await
     }
 
     /// The partner's balance as of the last durable commit; `None` for an unknown partner.

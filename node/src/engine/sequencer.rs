@@ -214,6 +214,9 @@ impl Sequencer {
                         self.push_work(account, Work::Balance { reply: index });
                     }
                 }
+                Command::NewestRates { reply } => {
+                    let _ = reply.send(Ok(self.fx.newest().cloned().collect()));
+                }
                 Command::Lookup { id, reply } => match self.router.claim(&id) {
                     Claim::None => job.lookups.push((reply, Some(Ok(None)))),
                     Claim::Unowned(first) => {
@@ -304,6 +307,9 @@ fn answer_stopped(command: Command, reason: &str) {
             let _ = reply.send(Err(error()));
         }
         Command::Lookup { reply, .. } => {
+            let _ = reply.send(Err(error()));
+        }
+        Command::NewestRates { reply } => {
             let _ = reply.send(Err(error()));
         }
         Command::Tick { reply } => {
