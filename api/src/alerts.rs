@@ -123,9 +123,14 @@ struct PartnerReading {
     figures: PartnerFigures,
 }
 
-/// The partner figures a metric names: `(partner, metric kind)`.
+/// Prefixes of the metrics that name a partner (`PREFIX` + partner id).
 const PARTNER_METRICS: [&str; 3] = ["partner_payable:", "partner_tx_per_s:", "partner_amount_per_s:"];
 const FX_AGE: &str = "fx_age_s";
+
+/// `fx_age_s` or `fx_age_s:PAIR`.
+fn is_fx_age(metric: &str) -> bool {
+    metric == FX_AGE || metric.starts_with("fx_age_s:")
+}
 
 fn watched_partner(metric: &str) -> Option<&str> {
     PARTNER_METRICS.iter().find_map(|prefix| metric.strip_prefix(prefix)).filter(|p| !p.is_empty())
@@ -351,7 +356,7 @@ async fn derived_figures(app: &App, rules: &[Rule], now_ms: u64) -> DerivedFigur
     let metrics: BTreeSet<String> = rules
         .iter()
         .map(|r| r.metric.clone())
-        .filter(|m| watched_partner(m).is_some() || m == FX_AGE || m.starts_with("fx_age_s:"))
+        .filter(|m| watched_partner(m).is_some() || is_fx_age(m))
         .collect();
     let mut partners = BTreeMap::new();
     for p in metrics.iter().filter_map(|m| watched_partner(m)) {
@@ -369,9 +374,9 @@ async fn derived_figures(app: &App, rules: &[Rule], now_ms: u64) -> DerivedFigur
         }
     }
     let mut fx_ages = BTreeMap::new();
-    if metrics.iter().any(|m| m.starts_with(FX_AGE)) {
+    if metrics.iter().any(|m| is_fx_age(m)) {
         if let Ok(rates) = app.read.newest_rates().await {
-            for m in metrics.iter().filter(|m| m.starts_with(FX_AGE)) {
+            for m in metrics.iter().filter(|m| is_fx_age(m)) {
                 if let Some(age) = fx_age_s(&rates, m.strip_prefix("fx_age_s:"), now_ms) {
                     fx_ages.insert(m.clone(), age);
                 }
@@ -401,7 +406,8 @@ impl Inner {
                     (now.transactions, now.gross_sales.max(0))
                 };
                 let elapsed_ms = i128::from(now_ms.saturating_sub(before.at_ms).max(1));
-                let per_s = |v: i128| v.saturating_mul(1000) / elapsed_ms;
+                // Rounded to the nearest, as the live rates are.
+                let per_s = |v: i128| v.saturating_mul(1000).saturating_add(elapsed_ms / 2) / elapsed_ms;
                 values.insert(format!("partner_tx_per_s:{p}"), per_s(i128::from(tx)));
                 values.insert(format!("partner_amount_per_s:{p}"), per_s(gross));
             }

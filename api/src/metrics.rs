@@ -351,7 +351,10 @@ impl Metrics {
         let exceptions = self.exceptions_by_reason();
         let mut prev = self.previous.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed_ms = now_ms.saturating_sub(prev.at_ms).max(1);
-        let per_s = |now: u64, before: u64| now.saturating_sub(before).saturating_mul(1000) / elapsed_ms;
+        // Rounded to the nearest: one event in a tick of 1,001 ms is a rate of 1, not 0.
+        let per_s = |now: u64, before: u64| {
+            now.saturating_sub(before).saturating_mul(1000).saturating_add(elapsed_ms / 2) / elapsed_ms
+        };
         let first = prev.at_ms == 0;
         let delta: Vec<u64> =
             buckets.iter().zip(prev.buckets.iter()).map(|(a, b)| a.saturating_sub(*b)).collect();
