@@ -257,12 +257,35 @@ impl Client {
         Ok(conn)
     }
 
-    /// Forgets the connection (after a transport error), so the next attempt reconnects.
+    /// Forgets the connection (closing it), so the next request opens a new one.
     async fn drop_connection(&self) {
         let mut guard = self.connection.lock().await;
         if let Some(conn) = guard.take() {
             conn.close(quinn::VarInt::from_u32(0), b"reconnecting");
         }
+    }
+
+    /// Forgets `failed` after a transport error on it, unless another request already replaced
+    /// it. Many requests share one connection: when it breaks they all fail, and each closing
+    /// whatever connection is current would also kill the requests in flight on its successor,
+    /// whose failures close the next one, and so on (a reconnect storm that outlives the fault).
+    async fn forget(&self, failed: &quinn::Connection) {
+        let mut guard = self.connection.lock().await;
+        if guard.as_ref().is_some_and(|c| c.stable_id() == failed.stable_id()) {
+            *guard = None;
+        }
+        drop(guard);
+        failed.close(quinn::VarInt::from_u32(0), b"reconnecting");
+    }
+
+    /// One exchange on the live connection; a transport failure forgets that connection.
+    async fn exchange_on_connection(&self, frame: &[u8]) -> Result<Response, ClientError> {
+        let conn = self.connection().await?;
+        let answer = exchange(&conn, frame, self.config.request_timeout).await;
+        if matches!(answer, Err(ClientError::Transport(_))) {
+            self.forget(&conn).await;
+        }
+        answer
     }
 
     async fn with_retry<T, F, Fut>(&self, mut attempt_fn: F) -> Result<T, ClientError>
@@ -277,9 +300,6 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if matches!(err, ClientError::Transport(_) | ClientError::Connect(_)) {
-                self.drop_connection().await;
-            }
             if !err.is_retryable() {
                 return Err(err);
             }
@@ -294,15 +314,13 @@ impl Client {
     /// Sends one request once (no retry) and returns the node's answer, errors included.
     pub async fn request_once(&self, request: &Request) -> Result<Response, ClientError> {
         let frame = wire::encode_frame(request).map_err(ClientError::Protocol)?;
-        let conn = self.connection().await?;
-        exchange(&conn, &frame, self.config.request_timeout).await
+        self.exchange_on_connection(&frame).await
     }
 
     /// Sends raw bytes as a request on a fresh stream (tests and protocol probes) and reads the
     /// answer frame, if any.
     pub async fn exchange_raw(&self, bytes: &[u8]) -> Result<Response, ClientError> {
-        let conn = self.connection().await?;
-        exchange(&conn, bytes, self.config.request_timeout).await
+        self.exchange_on_connection(bytes).await
     }
 
     /// Sends a request, retrying retryable failures unchanged, and turns error answers into
@@ -475,6 +493,7 @@ async fn exchange(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -513,5 +532,50 @@ mod tests {
     #[test]
     fn a_pem_without_certificates_is_refused() {
         assert!(matches!(client_crypto(b"not a pem", None), Err(ClientError::Tls(_))));
+    }
+    /// A QUIC server on loopback that accepts connections and keeps them open, answering nothing.
+    async fn silent_server() -> (SocketAddr, Vec<u8>, tokio::task::JoinHandle<()>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let pem = cert.cert.pem().into_bytes();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).unwrap();
+        let config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Some(incoming) = endpoint.accept().await {
+                if let Ok(conn) = incoming.await {
+                    open.push(conn);
+                }
+            }
+        });
+        (addr, pem, task)
+    }
+
+    #[tokio::test]
+    async fn a_late_failure_on_a_replaced_connection_leaves_its_successor_alone() {
+        let (addr, pem, server) = silent_server().await;
+        let client = Client::connect_lazy(ClientConfig::new(addr, pem, "")).unwrap();
+        let first = client.connection().await.unwrap();
+        // Two requests were in flight on `first` when it broke: the first failure replaces it...
+        client.forget(&first).await;
+        let second = client.connection().await.unwrap();
+        assert_ne!(first.stable_id(), second.stable_id());
+        // ...and the second failure, on the same broken connection, must not close its successor
+        // (which would break the requests in flight on it, and so on).
+        client.forget(&first).await;
+        assert!(second.close_reason().is_none());
+        assert_eq!(client.connection().await.unwrap().stable_id(), second.stable_id());
+        assert!(first.close_reason().is_some());
+        server.abort();
     }
 }

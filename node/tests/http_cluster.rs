@@ -248,8 +248,8 @@ async fn the_http_api_on_a_three_node_cluster_is_one_system() {
     for &addr in &nodes {
         let e = get(addr, &format!("/v1/exceptions/{bad}"), &ops).await.json();
         assert_eq!(e["resolution"], resolved["resolution"], "{addr}");
-        let e = get(addr, &format!("/v1/exceptions/{nobody}"), &ops).await.json();
-        assert_eq!(e["resolution"]["reason"], "test data");
+        let r = get(addr, &format!("/v1/exceptions/{nobody}"), &ops).await;
+        assert_eq!(r.json()["resolution"]["reason"], "test data", "{addr}: {} {}", r.status, r.text());
         assert_eq!(get(addr, &format!("/v1/transactions/{retry_id}"), &ops).await.json()["currency"], "EUR");
     }
     assert_eq!(post(nodes[2], &format!("/v1/exceptions/{bad}/resolve"), &ops, &body).await.status, 409);
