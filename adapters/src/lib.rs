@@ -17,8 +17,10 @@ pub mod number;
 pub mod reconcile;
 pub mod record;
 pub mod rows;
+pub mod summary;
 pub mod time;
 
 pub use mapping::{Mapping, MappingError};
 pub use record::ReadError;
 pub use rows::{canonical_json, MappedRow, Rows};
+pub use summary::ImportCounts;

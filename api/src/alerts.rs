@@ -443,7 +443,7 @@ async fn deliver(control: Arc<dyn ControlStore>, rule: Rule, payload: Value) {
     }
 }
 
-async fn with_retries<F, Fut>(mut attempt: F) -> Result<(), String>
+pub(crate) async fn with_retries<F, Fut>(mut attempt: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -487,7 +487,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
 }
 
-fn split_url(url: &str) -> Result<(String, String), String> {
+pub(crate) fn split_url(url: &str) -> Result<(String, String), String> {
     let rest =
         url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// webhooks are supported"))?;
     let (host, path) = match rest.find('/') {
@@ -497,7 +497,7 @@ fn split_url(url: &str) -> Result<(String, String), String> {
     Ok((host.to_string(), path.to_string()))
 }
 
-async fn post_webhook(hook: &Webhook, body: &str) -> Result<(), String> {
+pub(crate) async fn post_webhook(hook: &Webhook, body: &str) -> Result<(), String> {
     let (host, path) = split_url(&hook.url)?;
     let mut stream = tokio::net::TcpStream::connect(&host).await.map_err(|e| format!("{host}: {e}"))?;
     let request = format!(

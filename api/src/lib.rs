@@ -13,10 +13,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod alerts;
+pub mod announce;
 pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod graphql;
+pub mod import;
 pub mod metrics;
 pub mod model;
 mod openapi;
@@ -74,6 +76,7 @@ pub(crate) struct App {
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub alerts: alerts::Alerts,
+    pub announcer: announce::Announcer,
     pub config: ApiConfig,
     /// Serialises exception resolutions (one resolution per exception).
     pub resolving: tokio::sync::Mutex<()>,
@@ -89,6 +92,7 @@ pub struct ApiServer {
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     sampler: tokio::task::JoinHandle<()>,
+    announcer: tokio::task::JoinHandle<()>,
 }
 
 impl ApiServer {
@@ -104,6 +108,7 @@ impl ApiServer {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.sampler.abort();
+        self.announcer.abort();
         let _ = self.task.await;
     }
 }
@@ -126,6 +131,7 @@ pub async fn serve(
         auth: Auth::new(Arc::clone(&control), config.argon2_memory_kib),
         audit: Audit::open(Arc::clone(&control))?,
         alerts: alerts::Alerts::load(Arc::clone(&control))?,
+        announcer: announce::Announcer::default(),
         read,
         mutate,
         control,
@@ -142,8 +148,9 @@ pub async fn serve(
             tracing::error!("http server failed: {e}");
         }
     });
+    let announcer = tokio::spawn(announce::announce_loop(Arc::clone(&app)));
     let sampler = tokio::spawn(sample_loop(app));
-    Ok(ApiServer { addr, stop, task, sampler })
+    Ok(ApiServer { addr, stop, task, sampler, announcer })
 }
 
 fn now_ms() -> u64 {

@@ -295,6 +295,12 @@ pub enum Space {
     Resolutions = 5,
     DeadLetters = 6,
     Settings = 7,
+    /// Statement webhook subscriptions, by id.
+    StatementHooks = 8,
+    /// Claims and outcomes of statement announcements, by hook/partner/period start.
+    Announced = 9,
+    /// Stored import mappings (TOML), by name.
+    Mappings = 10,
 }
 
 /// One write of an atomic control batch.
@@ -363,4 +369,10 @@ pub trait ControlStore: Send + Sync + 'static {
     }
     fn audit_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+    /// Whether this member should do the cluster-wide background work now (announcing closed
+    /// statements): where members share the store, only its leader, so the work is not done
+    /// once per member; a store of one node always.
+    fn leads(&self) -> bool {
+        true
+    }
 }

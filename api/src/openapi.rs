@@ -141,6 +141,30 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/v1/alerts/rules", "alerts", "Alert rules (webhook secrets hidden)", "admin, operator, auditor"),
     ("post", "/v1/alerts/rules", "alerts", "Create a threshold or anomaly rule", "admin, operator"),
     ("delete", "/v1/alerts/rules/{id}", "alerts", "Delete a rule", "admin, operator"),
+    (
+        "get",
+        "/v1/statement-hooks",
+        "statements",
+        "Statement webhooks (secrets hidden)",
+        "admin, operator, auditor",
+    ),
+    ("post", "/v1/statement-hooks", "statements", "Announce closed statements to a signed webhook", "admin"),
+    ("delete", "/v1/statement-hooks/{id}", "statements", "Delete a statement webhook", "admin"),
+    ("get", "/v1/mappings", "imports", "Stored import mappings (TOML)", "admin, operator, auditor"),
+    (
+        "put",
+        "/v1/mappings/{name}",
+        "imports",
+        "Store or replace an import mapping (TOML body)",
+        "admin, operator",
+    ),
+    (
+        "post",
+        "/v1/imports",
+        "imports",
+        "Upload a partner file (?mapping=NAME&file=NAME), streamed and submitted in batches",
+        "admin, operator, ingest",
+    ),
     ("post", "/v1/alerts/{id}/ack", "alerts", "Acknowledge a firing alert", "admin, operator"),
     (
         "post",
@@ -162,6 +186,7 @@ fn method(m: &str) -> HttpMethod {
     match m {
         "post" => HttpMethod::Post,
         "delete" => HttpMethod::Delete,
+        "put" => HttpMethod::Put,
         _ => HttpMethod::Get,
     }
 }

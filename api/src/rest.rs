@@ -72,6 +72,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/alerts/{id}/ack", post(crate::alerts::ack))
         .route("/alerts/{id}/silence", post(crate::alerts::silence))
         .route("/alerts/dead-letters", get(crate::alerts::dead_letters))
+        .route("/statement-hooks", get(crate::announce::list_hooks).post(crate::announce::create_hook))
+        .route("/statement-hooks/{id}", axum::routing::delete(crate::announce::delete_hook))
+        .route("/mappings", get(crate::import::list_mappings))
+        .route("/mappings/{name}", axum::routing::put(crate::import::put_mapping))
+        .route("/imports", post(crate::import::upload))
         .route("/openapi.json", get(crate::openapi::document))
         .fallback(not_found);
     Router::new()

@@ -115,6 +115,11 @@ impl ClusterHandle {
         Ok(())
     }
 
+    /// Whether this member's metadata replica leads the metadata group now.
+    pub fn meta_leads(&self) -> bool {
+        self.group(META_GROUP).is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader)
+    }
+
     /// Whether this member's metadata replica is in touch with a leader (a leader heard from a
     /// quorum lately, or a follower that knows its leader); else its view of sessions and keys
     /// may be stale and it should not authenticate with it.

@@ -380,6 +380,10 @@ impl ControlStore for ClusterControl {
         self.0.meta_current().map_err(StoreError::Unavailable)
     }
 
+    fn leads(&self) -> bool {
+        self.0.meta_leads()
+    }
+
     fn audit_after(&self, after: Option<u64>, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.0.audit_after(after, limit).map_err(|e| StoreError::Unavailable(e.to_string()))
     }

@@ -9,54 +9,10 @@ mod http_common;
 use http_common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Accepts webhook POSTs; sends (signature header, body) for each.
-async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let (head_end, length) = loop {
-                let n = s.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .unwrap()
-                        .trim()
-                        .parse::<usize>()
-                        .unwrap();
-                    break (pos + 4, len);
-                }
-            };
-            while buf.len() < head_end + length {
-                let n = s.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-            let sig = head
-                .lines()
-                .find_map(|l| {
-                    l.to_lowercase().strip_prefix("x-settle-signature:").map(|v| v.trim().to_string())
-                })
-                .unwrap();
-            let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
-            let _ = tx.send((sig, body));
-        }
-    });
-    (url, rx)
-}
 
 /// A minimal SMTP server: sends each message's DATA.
 async fn smtp_listener() -> (String, mpsc::UnboundedReceiver<String>) {
@@ -258,5 +214,72 @@ async fn partner_volume_duplicates_and_fx_staleness_drive_rules() {
     }
     let expected: std::collections::BTreeSet<String> = [volume, amount, dupes, stale].into_iter().collect();
     assert_eq!(fired, expected);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_statements_are_announced_once_each_by_signed_webhook() {
+    let node = TestNode::start().await;
+    let admin = node.admin_session().await;
+    for p in ["p1", "p2"] {
+        assert_eq!(node.post("/v1/partners", &admin, &partner_body(p)).await.status, 201);
+    }
+    let op = Cred::Key(node.key(&admin, "operator", None).await);
+    let (url, mut hooks) = webhook_receiver().await;
+    let secret = "statement-secret";
+    let hook = json!({"url": url, "secret": secret, "partner": "p1", "from": "2026-03-01T00:00:00Z"});
+    // Only an administrator subscribes; the URL and the partner are checked.
+    assert_eq!(node.post("/v1/statement-hooks", &op, &hook.to_string()).await.status, 403);
+    let mut bad = hook.clone();
+    bad["url"] = json!("https://example.test/hook");
+    assert_eq!(node.post("/v1/statement-hooks", &admin, &bad.to_string()).await.status, 400);
+    let mut bad = hook.clone();
+    bad["partner"] = json!("nobody");
+    assert_eq!(node.post("/v1/statement-hooks", &admin, &bad.to_string()).await.status, 404);
+    let r = node.post("/v1/statement-hooks", &admin, &hook.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["secret"], "***", "secrets are not echoed");
+    let hook_id = r.json()["id"].as_str().unwrap().to_string();
+
+    let sales =
+        json!({"transactions": [sale("s1", "p1", "100.00", "EUR"), sale("s2", "p2", "50.00", "EUR")]});
+    assert_eq!(node.post("/v1/transactions", &op, &sales.to_string()).await.status, 200);
+    // 2 March closes at 01:00 on the 3rd (cut-off midnight UTC, one hour of grace).
+    node.advance_to("2026-03-03T02:00:00Z").await;
+    let (sig, body) = next(&mut hooks).await;
+    assert_eq!(sig, settle_api::alerts::sign(secret, body.as_bytes()), "HMAC signature");
+    let first: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["event"], "statement.closed");
+    assert_eq!((first["hook"].as_str(), first["partner"].as_str()), (Some(hook_id.as_str()), Some("p1")));
+    let stored = node.get("/v1/partners/p1/statements", &op).await.json()["statements"][0].clone();
+    assert_eq!(first["statement"], stored, "the statement as the API serves it");
+    assert_eq!(first["statement"]["period_start"], "2026-03-02T00:00:00Z");
+    // The next day closes too; the first statement is not announced again, p2's never. A member
+    // claimed the next one two minutes ago and died before posting: the claim is taken over.
+    let start = settle_core::Instant::parse_rfc3339("2026-03-03T00:00:00Z").unwrap().to_rfc3339();
+    let stale = json!({"status": "claimed", "at": unix_now() - 120}).to_string().into_bytes();
+    let key = format!("{hook_id}/p1/{start}");
+    let claim =
+        settle_api::model::ControlOp::Put { space: settle_api::model::Space::Announced, key, value: stale };
+    node.control.write(vec![claim]).await.unwrap();
+    node.advance_to("2026-03-04T02:00:00Z").await;
+    let (_, body) = next(&mut hooks).await;
+    let second: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second["partner"], "p1");
+    assert_eq!(second["statement"]["period_start"], "2026-03-03T00:00:00Z", "{body}");
+    assert_ne!(first["delivery"], second["delivery"]);
+
+    let list = node.get("/v1/statement-hooks", &op).await.json();
+    assert_eq!(list["hooks"].as_array().unwrap().len(), 1);
+    assert_eq!(list["hooks"][0]["secret"], "***");
+    let r = node.req("DELETE", &format!("/v1/statement-hooks/{hook_id}"), &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let audit = node.get("/v1/audit?limit=500", &op).await.json();
+    let actions: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["statement_hook.create", "statement_hook.delete"] {
+        assert!(actions.contains(&a), "{a} not audited");
+    }
+    assert!(hooks.try_recv().is_err(), "nothing delivered twice");
     node.stop().await;
 }

@@ -54,8 +54,17 @@ fn tx(id: String, partner: &str, amount: &str, currency: &str) -> wire::Transact
     }
 }
 
+/// A read, retried while it answers 503 as any client should (a member that briefly has no
+/// metadata or shard leader, e.g. during an election on a loaded machine, says "unavailable").
 async fn get(addr: SocketAddr, path: &str, cred: &Cred) -> Resp {
-    http(addr, "GET", path, cred, None).await
+    let start = std::time::Instant::now();
+    loop {
+        let r = http(addr, "GET", path, cred, None).await;
+        if r.status != 503 || start.elapsed() >= CONVERGE_DEADLINE {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn post(addr: SocketAddr, path: &str, cred: &Cred, body: &str) -> Resp {
@@ -229,6 +238,31 @@ async fn the_http_api_on_a_three_node_cluster_is_one_system() {
         assert!(!want.is_empty(), "the days before today closed");
         assert_eq!(got["statements"], Value::Array(want), "{p}");
     }
+    // Every closed statement is announced once to a statement hook (by the metadata leader, which
+    // claims each delivery in the shared control store first).
+    let (url, mut hooks) = http_common::webhook_receiver().await;
+    let hook = json!({"url": url, "secret": "s", "from": "2000-01-01T00:00:00Z"}).to_string();
+    let r = post(nodes[0], "/v1/statement-hooks", &admin, &hook).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let hook_id = r.json()["id"].as_str().unwrap().to_string();
+    let mut announced = std::collections::BTreeSet::new();
+    while announced.len() < statements.len() {
+        let (_, body) = tokio::time::timeout(CONVERGE_DEADLINE, hooks.recv()).await.unwrap().unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let key = (v["partner"].as_str().unwrap().to_string(), v["statement"]["period_start"].to_string());
+        assert!(announced.insert(key), "announced twice: {body}");
+    }
+    let want: std::collections::BTreeSet<(String, String)> = statements
+        .iter()
+        .map(|s| (s.partner.clone(), settle_api::views::statement(s)["period_start"].to_string()))
+        .collect();
+    assert_eq!(announced, want);
+    // Bounded look for a duplicate: a later round would have delivered it by now.
+    let wait = settle_api::announce::ANNOUNCE_INTERVAL * 2 + Duration::from_secs(1);
+    assert!(tokio::time::timeout(wait, hooks.recv()).await.is_err(), "a statement was announced twice");
+    let r = http(nodes[2], "DELETE", &format!("/v1/statement-hooks/{hook_id}"), &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
     let queue = all_pages(nodes[2], "/v1/exceptions?limit=3", "exceptions", &ops).await;
     assert_eq!(queue.len(), exceptions);
     assert!(queue.iter().all(|e| e["status"] == "open" && e["transaction"].is_object()));

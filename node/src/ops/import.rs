@@ -11,9 +11,8 @@
 use super::target::TargetArgs;
 use anyhow::Context;
 use serde::Serialize;
-use settle_adapters::{canonical_json, MappedRow, Mapping, Rows};
+use settle_adapters::{canonical_json, ImportCounts, MappedRow, Mapping, Rows};
 use settle_wire::{tx_result, MAX_BATCH_TXS};
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,45 +57,22 @@ pub struct ImportArgs {
 /// What the import did, printed as JSON on standard output at the end.
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
-    pub file: String,
-    pub mapping: String,
-    pub rows: u64,
-    /// Rows that could not be mapped (sent so that they become exceptions).
-    pub unmapped: u64,
-    /// Applied by this import.
-    pub applied: u64,
-    /// Exceptions filed by this import, by reason.
-    pub exceptions: BTreeMap<String, u64>,
-    /// Rows already on the node (an earlier import or a retry).
-    pub duplicates: u64,
-    /// Of the duplicates, those whose first result was an exception, by reason.
-    pub duplicate_exceptions: BTreeMap<String, u64>,
-    pub bytes: u64,
+    #[serde(flatten)]
+    pub counts: ImportCounts,
     pub millis: u64,
 }
 
 impl Summary {
     fn record(&mut self, row: &MappedRow, result: &settle_wire::TxResult) {
         let reason = match &result.outcome {
-            Some(tx_result::Outcome::Exception(e)) => Some(e.reason.clone()),
+            Some(tx_result::Outcome::Exception(e)) => Some(e.reason.as_str()),
             _ => None,
         };
-        match (result.duplicate, reason) {
-            (false, None) => self.applied += 1,
-            (false, Some(r)) => *self.exceptions.entry(r).or_default() += 1,
-            (true, None) => self.duplicates += 1,
-            (true, Some(r)) => {
-                self.duplicates += 1;
-                *self.duplicate_exceptions.entry(r).or_default() += 1;
-            }
-        }
-        if row.error.is_some() {
-            self.unmapped += 1;
-        }
+        self.counts.record(row.error.is_some(), result.duplicate, reason);
     }
 
     fn exit_code(&self) -> u8 {
-        if self.exceptions.is_empty() && self.duplicate_exceptions.is_empty() && self.unmapped == 0 {
+        if self.counts.clean() {
             EXIT_OK
         } else {
             EXIT_EXCEPTIONS
@@ -126,8 +102,7 @@ pub fn run(args: ImportArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let mut summary =
-        Summary { file: opened.name.clone(), mapping: opened.mapping.clone(), ..Summary::default() };
+    let mut summary = Summary { counts: ImportCounts::new(&opened.name, &opened.mapping), millis: 0 };
     let result = runtime.block_on(submit(&args, opened, &mut summary));
     if let Err(e) = print_summary(&summary) {
         eprintln!("settle import: {e:#}");
@@ -138,7 +113,7 @@ pub fn run(args: ImportArgs) -> ExitCode {
             eprintln!("settle import: {e:#}");
             eprintln!(
                 "settle import: stopped after {} rows; rerun to finish (sent rows come back as duplicates)",
-                summary.rows
+                summary.counts.rows
             );
             ExitCode::from(EXIT_FAILED)
         }
@@ -250,11 +225,10 @@ async fn submit(args: &ImportArgs, opened: Opened, summary: &mut Summary) -> any
             for (row, result) in batch.iter().zip(&results) {
                 summary.record(row, result);
             }
-            summary.rows += batch.len() as u64;
             if let Some(last) = batch.last() {
-                summary.bytes = last.bytes_read;
+                summary.counts.bytes = last.bytes_read;
             }
-            progress.update(summary.rows, summary.bytes);
+            progress.update(summary.counts.rows, summary.counts.bytes);
         }
         anyhow::Ok(())
     }

@@ -246,3 +246,47 @@ impl TestNode {
         self.engine.clone().shutdown().await.unwrap();
     }
 }
+
+/// Accepts webhook POSTs; sends (signature header, body) for each.
+pub async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .unwrap()
+                        .trim()
+                        .parse::<usize>()
+                        .unwrap();
+                    break (pos + 4, len);
+                }
+            };
+            while buf.len() < head_end + length {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let sig = head
+                .lines()
+                .find_map(|l| {
+                    l.to_lowercase().strip_prefix("x-settle-signature:").map(|v| v.trim().to_string())
+                })
+                .unwrap();
+            let body = String::from_utf8_lossy(&buf[head_end..head_end + length]).to_string();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+            let _ = tx.send((sig, body));
+        }
+    });
+    (url, rx)
+}
