@@ -32,6 +32,9 @@ pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
 /// Partners whose statements one round reads; the next round goes on with the next ones, so
 /// with P partners a statement is announced within ceil(P / this) rounds of its close.
 pub const MAX_PARTNERS_PER_ROUND: usize = 256;
+/// Deliveries under way at once: a backfill of many statements waits its turn instead of opening
+/// a connection per statement to the receiver.
+pub const MAX_DELIVERIES_IN_FLIGHT: usize = 8;
 /// Most statement hooks.
 pub const MAX_HOOKS: usize = 50;
 /// Seconds after which a claim that never settled is taken over by another member: well above
@@ -90,10 +93,21 @@ fn claim_key(hook: &str, partner: &str, period_start: Instant) -> String {
 /// What this member already knows was claimed: per (hook, partner), the end of the newest
 /// period claimed. Statements close in period order, so only newer ones need a look; the map is
 /// only a shortcut (the claims in the control store decide).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Announcer {
     claimed_until: Mutex<BTreeMap<(String, String), Instant>>,
     cursor: Mutex<usize>,
+    deliveries: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Announcer {
+    fn default() -> Announcer {
+        Announcer {
+            claimed_until: Mutex::default(),
+            cursor: Mutex::default(),
+            deliveries: Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES_IN_FLIGHT)),
+        }
+    }
 }
 
 impl Announcer {
@@ -163,6 +177,11 @@ async fn round(app: &Arc<App>) -> Result<(), String> {
                 let key = claim_key(&hook.id, partner, s.period.start);
                 match claim(app.control.as_ref(), &key).await.map_err(|e| e.to_string())? {
                     Claim::Ours => {
+                        // Claimed before the wait, so no other member takes it meanwhile.
+                        let permit = Arc::clone(&app.announcer.deliveries)
+                            .acquire_owned()
+                            .await
+                            .map_err(|e| e.to_string())?;
                         let payload = json!({
                             "event": "statement.closed",
                             "delivery": key,
@@ -170,7 +189,12 @@ async fn round(app: &Arc<App>) -> Result<(), String> {
                             "partner": partner,
                             "statement": crate::views::statement(s),
                         });
-                        tokio::spawn(deliver(Arc::clone(&app.control), hook.clone(), key, payload));
+                        let control = Arc::clone(&app.control);
+                        let hook = hook.clone();
+                        tokio::spawn(async move {
+                            deliver(control, hook, key, payload).await;
+                            drop(permit);
+                        });
                     }
                     Claim::Settled => {}
                     Claim::Pending => blocked = true,
