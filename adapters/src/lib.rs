@@ -22,5 +22,5 @@ pub mod time;
 
 pub use mapping::{Mapping, MappingError};
 pub use record::ReadError;
-pub use rows::{canonical_json, MappedRow, Rows};
+pub use rows::{canonical_json, Batches, MappedRow, Rows};
 pub use summary::ImportCounts;

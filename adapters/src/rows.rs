@@ -390,6 +390,64 @@ impl<R: Read> Iterator for Rows<R> {
     }
 }
 
+impl<R: Read> Rows<R> {
+    /// The rows in file order, in batches of at most `max_rows` rows, a batch also being cut
+    /// once its transactions' encoded size reaches `max_bytes`. A read error ends the batches
+    /// (the rows batched before it are not handed out: the import stops at the last whole batch).
+    pub fn batches(self, max_rows: usize, max_bytes: usize) -> Batches<R> {
+        Batches { rows: self, max_rows: max_rows.max(1), max_bytes, done: false }
+    }
+}
+
+/// See [`Rows::batches`].
+pub struct Batches<R: Read> {
+    rows: Rows<R>,
+    max_rows: usize,
+    max_bytes: usize,
+    done: bool,
+}
+
+impl<R: Read> std::fmt::Debug for Batches<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batches")
+            .field("max_rows", &self.max_rows)
+            .field("max_bytes", &self.max_bytes)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Iterator for Batches<R> {
+    type Item = Result<Vec<MappedRow>, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let mut batch = Vec::with_capacity(self.max_rows);
+        let mut bytes = 0usize;
+        loop {
+            match self.rows.next() {
+                None => {
+                    self.done = true;
+                    return (!batch.is_empty()).then_some(Ok(batch));
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(Ok(row)) => {
+                    bytes = bytes.saturating_add(prost::Message::encoded_len(&row.tx));
+                    batch.push(row);
+                    if batch.len() == self.max_rows || bytes >= self.max_bytes {
+                        return Some(Ok(batch));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The spec's name of a kind.
 pub fn kind_name(kind: TxKind) -> &'static str {
     match kind {

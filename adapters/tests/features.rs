@@ -211,3 +211,22 @@ fn mapping_errors_name_the_key() {
         assert!(matches!(err, MappingError::Invalid(_) | MappingError::Toml(_)));
     }
 }
+
+#[test]
+fn batches_keep_file_order_and_cut_by_rows_or_bytes() {
+    let data: String = std::iter::once("id,amount,at\n".to_string())
+        .chain((1..=7).map(|i| format!("{i},1.00,2026-01-02T10:00:00Z\n")))
+        .collect();
+    let batches = |max_rows, max_bytes| -> Vec<Vec<u64>> {
+        let mapping = Mapping::from_toml(BASE).unwrap();
+        Rows::new(mapping, data.as_bytes(), "f")
+            .unwrap()
+            .batches(max_rows, max_bytes)
+            .map(|b| b.unwrap().iter().map(|r| r.row).collect())
+            .collect()
+    };
+    assert_eq!(batches(3, usize::MAX), vec![vec![2, 3, 4], vec![5, 6, 7], vec![8]]);
+    // One byte is reached by every row: one row per batch.
+    assert_eq!(batches(100, 1).len(), 7);
+    assert_eq!(batches(100, usize::MAX), vec![(2..=8).collect::<Vec<u64>>()]);
+}

@@ -58,15 +58,13 @@ fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn stored_mapping(app: &crate::App, name: &str) -> ApiResult<(String, Mapping)> {
+fn stored_mapping(app: &crate::App, name: &str) -> ApiResult<Mapping> {
     let text = app
         .control
         .get(Space::Mappings, name)?
         .ok_or_else(|| ApiError::NotFound(format!("no mapping {name:?}")))?;
     let text = String::from_utf8(text).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mapping =
-        Mapping::from_toml(&text).map_err(|e| ApiError::Internal(format!("stored mapping: {e}")))?;
-    Ok((text, mapping))
+    Mapping::from_toml(&text).map_err(|e| ApiError::Internal(format!("stored mapping: {e}")))
 }
 
 pub(crate) async fn put_mapping(
@@ -149,8 +147,8 @@ pub(crate) async fn upload(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     p.require_submit()?;
-    let (_, mapping) = stored_mapping(&app, &query.mapping)?;
-    let file = query.file.clone().unwrap_or_else(|| "upload".into());
+    let mapping = stored_mapping(&app, &query.mapping)?;
+    let file = query.file.unwrap_or_else(|| "upload".into());
     let mut summary = ImportSummary { counts: ImportCounts::new(&file, &mapping.name), complete: false };
 
     let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(CHUNKS_AHEAD);
@@ -190,24 +188,13 @@ pub(crate) async fn upload(
                 return;
             }
         };
-        let mut batch = Vec::with_capacity(IMPORT_BATCH);
-        for row in rows {
-            match row {
-                Ok(r) => batch.push(r),
-                Err(e) => {
-                    let _ = batch_tx.blocking_send(Err(e.to_string()));
-                    return;
-                }
+        // Rows are counted, not sized: there is no frame limit on this path.
+        for batch in rows.batches(IMPORT_BATCH, usize::MAX) {
+            let batch = batch.map_err(|e| e.to_string());
+            let stop = batch.is_err();
+            if batch_tx.blocking_send(batch).is_err() || stop {
+                return;
             }
-            if batch.len() == IMPORT_BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH));
-                if batch_tx.blocking_send(Ok(full)).is_err() {
-                    return;
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = batch_tx.blocking_send(Ok(batch));
         }
     });
 

@@ -188,29 +188,12 @@ async fn submit(args: &ImportArgs, opened: Opened, summary: &mut Summary) -> any
     let batch_size = args.batch;
     let name = opened.name.clone();
     let reader = std::thread::spawn(move || {
-        let mut batch = Vec::with_capacity(batch_size);
-        let mut bytes = 0usize;
-        for row in opened.rows {
-            match row {
-                Ok(r) => {
-                    bytes += prost::Message::encoded_len(&r.tx);
-                    batch.push(r);
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(anyhow::anyhow!("{name}: {e}")));
-                    return;
-                }
+        for batch in opened.rows.batches(batch_size, MAX_BATCH_BYTES) {
+            let batch = batch.map_err(|e| anyhow::anyhow!("{name}: {e}"));
+            let stop = batch.is_err();
+            if tx.blocking_send(batch).is_err() || stop {
+                return;
             }
-            if batch.len() == batch_size || bytes >= MAX_BATCH_BYTES {
-                bytes = 0;
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                if tx.blocking_send(Ok(full)).is_err() {
-                    return;
-                }
-            }
-        }
-        if !batch.is_empty() {
-            let _ = tx.blocking_send(Ok(batch));
         }
     });
     let outcome = async {
