@@ -14,6 +14,7 @@
 
 pub mod alerts;
 pub mod announce;
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod error;

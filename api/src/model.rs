@@ -282,6 +282,42 @@ pub trait Mutations: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<ResolveResult, BackendError>> {
         Box::pin(async { Err(BackendError::Internal("this backend does not resolve exceptions".into())) })
     }
+    /// Removes the transactions of archived periods (closed, ended by `cutoff`) from the hot
+    /// history; balances, ids, statements and the exception queue stay. A backend that rebuilds
+    /// its state from that history refuses.
+    fn prune_archived(
+        &self,
+        _periods: Vec<ArchivedPeriod>,
+        _cutoff: Instant,
+    ) -> BoxFuture<'_, Result<PruneSummary, BackendError>> {
+        Box::pin(async {
+            Err(BackendError::Rejected(
+                "a standalone node rebuilds its state from its whole log, so it keeps it; archived \
+                 periods are removed from a cluster's history only (docs/import-and-reconcile.md)"
+                    .into(),
+            ))
+        })
+    }
+}
+
+/// A period of an archive (`settle archive export`'s manifest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedPeriod {
+    pub partner: String,
+    pub period_start: Instant,
+    pub transactions: u64,
+}
+
+/// What removing archived periods did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneSummary {
+    pub shards: u32,
+    pub rows_removed: u64,
+    pub transactions_removed: u64,
+    pub exception_records_removed: u64,
+    /// Rows holding archived transactions next to ones of periods not archived yet: they stay
+    /// until those periods are archived too.
+    pub rows_kept: u64,
 }
 
 /// Record spaces of the control store.

@@ -150,6 +150,13 @@ const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ),
     ("post", "/v1/statement-hooks", "statements", "Announce closed statements to a signed webhook", "admin"),
     ("delete", "/v1/statement-hooks/{id}", "statements", "Delete a statement webhook", "admin"),
+    (
+        "post",
+        "/v1/archive/prune",
+        "statements",
+        "Remove archived periods' transactions from the hot history",
+        "admin",
+    ),
     ("get", "/v1/mappings", "imports", "Stored import mappings (TOML)", "admin, operator, auditor"),
     (
         "put",

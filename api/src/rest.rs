@@ -77,6 +77,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/mappings", get(crate::import::list_mappings))
         .route("/mappings/{name}", axum::routing::put(crate::import::put_mapping))
         .route("/imports", post(crate::import::upload))
+        .route("/archive/prune", post(crate::archive::prune))
         .route("/openapi.json", get(crate::openapi::document))
         .fallback(not_found);
     Router::new()

@@ -232,6 +232,17 @@ pub enum ShardRead {
     /// The newest FX rate of each pair in the shard's table (new variants go last: the peer
     /// codec numbers them).
     NewestRates,
+    /// Whether these archived periods may be pruned ([`crate::prune`]).
+    PruneCheck {
+        periods: Vec<crate::prune::ArchivedPeriod>,
+        cutoff: Instant,
+    },
+    /// The prunable rows of the next slice of the history, from index `from` on.
+    PruneScan {
+        periods: Vec<crate::prune::ArchivedPeriod>,
+        cutoff: Instant,
+        from: u64,
+    },
 }
 
 /// A transaction as it crosses the peer transport: the storage codec's record.
@@ -280,6 +291,8 @@ pub enum ShardAnswer {
     },
     /// Understood and refused (e.g. an unknown partner); nothing to retry.
     Refused(String),
+    PruneChecked,
+    PruneSlice(crate::prune::PruneSlice),
 }
 
 fn storage(e: StorageError) -> ForwardError {
@@ -561,6 +574,17 @@ impl ClusterHandle {
             ShardRead::Statements { partner } => {
                 let list = on_db(db, move |db| db.shard_statements(group, &partner)).await?;
                 Ok(ShardAnswer::Statements(list))
+            }
+            ShardRead::PruneCheck { periods, cutoff } => {
+                let checked =
+                    on_db(db, move |db| crate::prune::check_periods(db, group, &periods, cutoff)).await?;
+                Ok(checked.map_or_else(ShardAnswer::Refused, |()| ShardAnswer::PruneChecked))
+            }
+            ShardRead::PruneScan { periods, cutoff, from } => {
+                let slice =
+                    on_db(db, move |db| crate::prune::scan_prunable(db, group, &periods, cutoff, from))
+                        .await?;
+                Ok(ShardAnswer::PruneSlice(slice))
             }
             ShardRead::History { filter, before, limit } => {
                 let limit = (limit as usize).clamp(1, MAX_READ_PAGE);

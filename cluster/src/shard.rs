@@ -12,6 +12,7 @@ use settle_core::{
 use settle_storage::{RaftOp, Resolution, ResolutionAction, TxLog};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Longest partner id accepted at registration, in bytes (as the standalone engine).
 pub const MAX_PARTNER_ID_BYTES: usize = 128;
@@ -165,6 +166,17 @@ impl ShardState {
                     self.touched.push(i);
                 }
                 Resp::Done(Ok(()))
+            }
+            Cmd::Prune(indices) => {
+                // Only the read model changes: no account, id or exception depends on a row.
+                if indices.len() > crate::types::MAX_PRUNE_ROWS {
+                    Resp::Done(Err(format!("at most {} rows per prune", crate::types::MAX_PRUNE_ROWS)))
+                } else {
+                    if let Some(ops) = ops.as_deref_mut() {
+                        ops.push(RaftOp::DeleteHistory { group: self.group, indices: Arc::clone(indices) });
+                    }
+                    Resp::Done(Ok(()))
+                }
             }
             Cmd::Meta(_) => Resp::Done(Err("a metadata command reached a shard".into())),
         };

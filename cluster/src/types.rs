@@ -105,13 +105,44 @@ pub enum Cmd {
     Tick(Instant),
     /// Resolves (or completes the claimed retry of) the shard's exception with this number.
     Resolve(Arc<(u64, Resolution)>),
+    /// Removes the shard's history rows at these log indexes (at most [`MAX_PRUNE_ROWS`]):
+    /// rows chosen by a leader because every transaction in them is in an archived period (or
+    /// is an exception, which the queue keeps). A row never changes once written, so the
+    /// choice holds on every replica; the indexes are in the entry, so every replica removes
+    /// the same rows whatever its writer had flushed when the entry applied.
+    Prune(Arc<Vec<u64>>),
     Meta(MetaCmd),
 }
+
+/// Most history rows one `Cmd::Prune` removes (a few dozen KiB of entry, one write batch).
+pub const MAX_PRUNE_ROWS: usize = 4096;
 
 /// First byte of an encoded metadata command (the other tags are the storage codec's).
 const TAG_META: u8 = 0x80;
 /// First byte of an encoded resolution command.
 const TAG_RESOLVE: u8 = 0x81;
+/// First byte of an encoded prune command (storage format 4 on: older nodes do not know it).
+const TAG_PRUNE: u8 = 0x82;
+
+fn encode_prune(out: &mut Vec<u8>, indices: &[u64]) {
+    out.push(TAG_PRUNE);
+    out.extend_from_slice(&(indices.len() as u32).to_be_bytes());
+    for index in indices {
+        out.extend_from_slice(&index.to_be_bytes());
+    }
+}
+
+fn decode_prune(bytes: &[u8]) -> Result<Vec<u64>, String> {
+    let (count, rest) = bytes.split_first_chunk::<4>().ok_or("prune command: truncated count")?;
+    let count = u32::from_be_bytes(*count) as usize;
+    if count > MAX_PRUNE_ROWS {
+        return Err(format!("prune command: {count} rows, at most {MAX_PRUNE_ROWS}"));
+    }
+    if rest.len() != count.saturating_mul(8) {
+        return Err("prune command: length does not match its count".into());
+    }
+    Ok(rest.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default())).collect())
+}
 
 impl Cmd {
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -128,6 +159,7 @@ impl Cmd {
                 out.push(TAG_RESOLVE);
                 history::encode_resolve_command(out, r.0, &r.1);
             }
+            Cmd::Prune(indices) => encode_prune(out, indices),
             Cmd::Meta(meta) => {
                 out.push(TAG_META);
                 // Plain data with string keys: serialising into a Vec cannot fail.
@@ -147,6 +179,7 @@ impl Cmd {
             Some(&TAG_RESOLVE) => history::decode_resolve_command(&bytes[1..])
                 .map(|r| Cmd::Resolve(Arc::new(r)))
                 .map_err(|e| e.to_string()),
+            Some(&TAG_PRUNE) => decode_prune(&bytes[1..]).map(|i| Cmd::Prune(Arc::new(i))),
             _ => match codec::decode_log_entry(bytes).map_err(|e| e.to_string())? {
                 LogEntry::Rates(rates) => Ok(Cmd::Rates(Arc::new(rates))),
                 LogEntry::Partner(partner) => Ok(Cmd::Register(Arc::new(partner))),
@@ -294,6 +327,15 @@ mod tests {
         };
         let resolve = Cmd::Resolve(Arc::new((7, resolution)));
         assert_eq!(bincode::deserialize::<Cmd>(&bincode::serialize(&resolve).unwrap()).unwrap(), resolve);
+        for indices in [vec![], vec![0, 7, u64::MAX]] {
+            let prune = Cmd::Prune(Arc::new(indices));
+            assert_eq!(bincode::deserialize::<Cmd>(&bincode::serialize(&prune).unwrap()).unwrap(), prune);
+        }
+        let mut prune = Vec::new();
+        encode_prune(&mut prune, &[1, 2]);
+        assert!(Cmd::decode(&prune[..prune.len() - 1]).is_err(), "a short prune command");
+        prune[1..5].copy_from_slice(&(MAX_PRUNE_ROWS as u32 + 1).to_be_bytes());
+        assert!(Cmd::decode(&prune).is_err(), "a count over the limit");
         for resp in [Resp::Done(Ok(())), Resp::Done(Err("no".into()))] {
             assert_eq!(bincode::deserialize::<Resp>(&bincode::serialize(&resp).unwrap()).unwrap(), resp);
         }

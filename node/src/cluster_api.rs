@@ -332,6 +332,31 @@ impl Mutations for ClusterApi {
             })
         })
     }
+
+    fn prune_archived(
+        &self,
+        periods: Vec<settle_api::model::ArchivedPeriod>,
+        cutoff: Instant,
+    ) -> BoxFuture<'_, Result<settle_api::model::PruneSummary, BackendError>> {
+        Box::pin(async move {
+            let periods = periods
+                .into_iter()
+                .map(|p| settle_cluster::prune::ArchivedPeriod {
+                    partner: p.partner,
+                    period_start: p.period_start,
+                    transactions: p.transactions,
+                })
+                .collect();
+            let r = self.handle.prune_archived(periods, cutoff).await.map_err(backend_error)?;
+            Ok(settle_api::model::PruneSummary {
+                shards: r.shards,
+                rows_removed: r.rows_removed,
+                transactions_removed: r.transactions_removed,
+                exception_records_removed: r.exception_records_removed,
+                rows_kept: r.rows_kept,
+            })
+        })
+    }
 }
 
 /// The control store of a cluster member: the metadata group.

@@ -560,4 +560,75 @@ async fn a_period_closed_live_by_the_cluster_equals_settle_replay() {
             replayed["balances"].as_array().unwrap().iter().find(|b| b["partner"] == p.as_str()).unwrap();
         assert_eq!(balance["payable"], replayed_balance["payable"], "{p}");
     }
+
+    // The closed period archived from a member's backup, then removed from the hot history:
+    // the statements and balances stay, an archived id still answers as a duplicate.
+    let dir = cluster.dir.path();
+    let cli = |args: Vec<String>| async move {
+        let out =
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_settle")).args(&args).output().await.unwrap();
+        assert!(out.status.success(), "settle {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let quic = cluster.nodes[0].quic.unwrap().to_string();
+    cli(vec![
+        "backup".into(),
+        "--out".into(),
+        path("member-backup"),
+        "--target".into(),
+        quic,
+        "--cert".into(),
+        path("cert.pem"),
+        "--api-key-file".into(),
+        path("api-key"),
+    ])
+    .await;
+    cli(vec![
+        "archive".into(),
+        "export".into(),
+        "--data".into(),
+        path("member-backup"),
+        "--out".into(),
+        path("archive"),
+        "--before".into(),
+        end.to_rfc3339(),
+    ])
+    .await;
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("archive/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["periods"].as_array().unwrap().len(), 2, "{manifest}");
+    assert_eq!(manifest["files"][1]["lines"], 28, "{manifest}");
+    std::fs::write(dir.join("admin-key"), key_at(nodes[0], &admin, "admin", None).await).unwrap();
+    let prune = |api: SocketAddr| {
+        vec![
+            "archive".into(),
+            "prune".into(),
+            "--from".into(),
+            path("archive"),
+            "--api".into(),
+            format!("http://{api}"),
+            "--api-key-file".into(),
+            path("admin-key"),
+        ]
+    };
+    cli(prune(nodes[1])).await;
+    for &addr in &nodes {
+        let left = all_pages(addr, "/v1/transactions?limit=50", "transactions", &ops).await;
+        assert!(left.is_empty(), "{addr}: archived transactions still listed: {left:?}");
+        for (p, _) in &partners {
+            let got = get(addr, &format!("/v1/partners/{p}/statements"), &ops).await.json();
+            assert_eq!(got["statements"], live[p], "{p} on {addr}");
+        }
+    }
+    // Again: nothing more to remove.
+    cli(prune(nodes[2])).await;
+    let again = clients[0]
+        .submit(vec![tx(format!("{}-s00", partners[0].0), &partners[0].0, "7.00", "EUR")])
+        .await
+        .unwrap();
+    // (Same id, another occurred_at: the id is still known, so it conflicts instead of applying.)
+    let known = matches!(&again[0].outcome, Some(wire::tx_result::Outcome::Exception(e)) if e.reason == "duplicate_conflict");
+    assert!(known, "an archived id is still known: {again:?}");
+    let audit = get(nodes[0], "/v1/audit", &admin).await.json();
+    assert!(audit.to_string().contains("archive.prune"), "{audit}");
 }

@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The format of a cluster data dir; bump with any change to keys or values. Format 3 writes
 /// group snapshots (`raft_state` tag 3) and compacts logs; a format 2 dir is a format 3 dir
 /// without snapshots, so it is upgraded in place when opened for writing (after which a build
-/// that knows only format 2 refuses it, rather than failing on a compacted log).
-pub const RAFT_FORMAT_VERSION: u32 = 3;
+/// that knows only format 2 refuses it, rather than failing on a compacted log). Format 4 adds
+/// the shard log's prune entries (`settle archive prune`) and their removed history rows; a
+/// format 3 dir is a format 4 dir that never pruned, upgraded in place the same way.
+pub const RAFT_FORMAT_VERSION: u32 = 4;
 /// The oldest format this build opens (and upgrades).
 pub const OLDEST_RAFT_FORMAT_VERSION: u32 = 2;
 const META_FORMAT: &[u8] = b"format_version";
@@ -66,6 +68,12 @@ pub enum RaftOp {
         index: u64,
         received_at: Instant,
         txs: TxLog,
+    },
+    /// Removes the shard's history rows at these log indexes (rows whose transactions are all in
+    /// archived periods, or exceptions kept in the queue; see `Cmd::Prune` in settle-cluster).
+    DeleteHistory {
+        group: u32,
+        indices: std::sync::Arc<Vec<u64>>,
     },
     /// An exception of a shard's queue: its transaction with the exception outcome.
     PutException {
@@ -260,6 +268,11 @@ impl RaftDb {
                     scratch.clear();
                     history::encode_history_row(&mut scratch, *received_at, txs);
                     batch.put_cf(history, keys::shard_history(*group, *index), &scratch);
+                }
+                RaftOp::DeleteHistory { group, indices } => {
+                    for index in indices.iter() {
+                        batch.delete_cf(history, keys::shard_history(*group, *index));
+                    }
                 }
                 RaftOp::PutException { group, number, tx, reason } => {
                     scratch.clear();

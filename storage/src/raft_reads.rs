@@ -232,6 +232,21 @@ impl RaftDb {
         Ok(out)
     }
 
+    /// Every statement issued in the group, by partner then period.
+    pub fn group_statements(&self, group: u32) -> Result<Vec<Statement>, StorageError> {
+        let cf = self.cf(keys::CF_SHARD_STATEMENTS)?;
+        let (start, end) = keys::group_range(group);
+        let mut out = Vec::new();
+        for item in self.db().iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item?;
+            if key.as_ref() >= end.as_slice() {
+                break;
+            }
+            out.push(decoded(keys::CF_SHARD_STATEMENTS, &key, codec::decode_statement(&value))?);
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` audit records of the group after `after` (exclusive), in sequence order.
     pub fn audit_after(
         &self,

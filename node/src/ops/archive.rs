@@ -3,9 +3,10 @@
 //! checksum manifest; `verify` checks an archive; `restore` brings it back for an audit, as plain
 //! JSON lines or a listing of its periods.
 //!
-//! Nothing is removed from the store: the engine rebuilds its state by replaying its whole log,
-//! so deleting archived entries is only safe once state snapshots exist (see
-//! `docs/import-and-reconcile.md`, "Data lifecycle").
+//! A cluster member's backup exports the same way (every shard it holds); `prune` then removes
+//! the archived periods' transactions from the running cluster's history (through the API, each
+//! shard's log). A standalone node's store is never pruned: the engine rebuilds its state by
+//! replaying its whole log (see `docs/import-and-reconcile.md`, "Data lifecycle").
 
 use super::backup::{ensure_empty_or_missing, sha256_file};
 use anyhow::Context;
@@ -54,6 +55,18 @@ pub enum ArchiveAction {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Remove the archive's periods from a running cluster's hot history (after verifying the
+    /// archive): balances, ids, statements and exceptions stay. Admin API key; audited.
+    Prune {
+        #[arg(long)]
+        from: PathBuf,
+        /// The node's HTTP API, e.g. http://127.0.0.1:8080 (settle dev prints it).
+        #[arg(long)]
+        api: String,
+        /// A file holding an admin API key.
+        #[arg(long)]
+        api_key_file: PathBuf,
+    },
     /// Bring an archive back for an audit: verified, then decompressed into --out as plain JSON
     /// lines; without --out, a listing of its periods on standard output.
     Restore {
@@ -100,6 +113,7 @@ pub fn run(args: ArchiveArgs) -> ExitCode {
             eprintln!("settle archive: {} periods, {} files verified", m.periods.len(), m.files.len());
         }),
         ArchiveAction::Restore { from, out, partner } => restore(&from, out.as_deref(), partner.as_deref()),
+        ArchiveAction::Prune { from, api, api_key_file } => prune(&from, &api, &api_key_file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,6 +177,67 @@ fn tx_line(seq: u64, tx: &settle_core::TxInput, outcome: &Outcome) -> anyhow::Re
     }))
 }
 
+/// The cluster part of an export: a member's database (a `settle backup` of a member, or a
+/// stopped member's data dir), every shard group it holds. A member of a cluster of more than
+/// `replicas` nodes does not hold every shard; the export then refuses, naming how many it
+/// lacks (export a backup of a member per missing shard set, or of a 3-node cluster's member).
+fn export_cluster_member(
+    dir: &Path,
+    cutoff: Instant,
+    statements: &mut LinesOut,
+    transactions: &mut LinesOut,
+    expected: &mut BTreeMap<(String, Instant), (Instant, u64)>,
+    counted: &mut BTreeMap<(String, Instant), u64>,
+) -> anyhow::Result<()> {
+    let db = settle_storage::RaftDb::open_read_only(dir)
+        .with_context(|| format!("cannot open the member database in {}", dir.display()))?;
+    let config = db.cluster_config()?.context("the member database has no cluster configuration")?;
+    let config: settle_cluster::meta::ClusterConfig =
+        serde_json::from_slice(&config).context("cannot read the cluster configuration")?;
+    let groups: Vec<u32> =
+        db.groups()?.into_iter().filter(|g| *g != settle_cluster::types::META_GROUP).collect();
+    let missing =
+        (0..config.shards).filter(|s| !groups.contains(&settle_cluster::types::shard_group(*s))).count();
+    anyhow::ensure!(
+        missing == 0,
+        "this member holds {} of the cluster's {} shards ({missing} missing): export from a member \
+         of a cluster where every member holds every shard, or from a backup of each member",
+        groups.len(),
+        config.shards
+    );
+    for group in groups {
+        let mut closed = std::collections::BTreeSet::new();
+        for s in db.group_statements(group)? {
+            if s.period.end <= cutoff {
+                statements.line(&settle_core::replay::statement_json(&s))?;
+                closed.insert((s.partner.clone(), s.period.start));
+                expected.insert((s.partner.clone(), s.period.start), (s.period.end, s.transaction_count));
+            }
+        }
+        if closed.is_empty() {
+            continue;
+        }
+        for row in db.history(group, 0, true)? {
+            let (index, row) = row?;
+            for rec in row.records {
+                let (Some(partner), Outcome::Applied(applied)) = (&rec.tx.partner, &rec.outcome) else {
+                    continue;
+                };
+                let key = (partner.clone(), applied.period.start);
+                if closed.contains(&key) {
+                    // The listing position of `settle reconcile` (entry index, then place in it).
+                    let seq = index << settle_cluster::reads::LIST_POS_BITS | u64::from(rec.pos);
+                    let mut line = tx_line(seq, &rec.tx, &rec.outcome)?;
+                    line["shard"] = serde_json::json!(group.saturating_sub(1));
+                    transactions.line(&line)?;
+                    *counted.entry(key).or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn export(
     data: &Path,
     out: &Path,
@@ -178,33 +253,46 @@ fn export(
         _ => anyhow::bail!("give --older-than or --before"),
     };
     ensure_empty_or_missing(out)?;
-    let dir = store_dir(data);
-    let store =
-        Store::open_read_only(&dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let member = data.join(super::backup::RAFT_DIR);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-
-    // Closed periods (they have a statement) that ended by the cut-off.
     let mut statements = LinesOut::create(out.join(STATEMENTS_FILE))?;
+    let mut transactions = LinesOut::create(out.join(TRANSACTIONS_FILE))?;
+    // Closed periods (they have a statement) that ended by the cut-off, and the applied
+    // transactions assigned to them, counted.
     let mut expected: BTreeMap<(String, Instant), (Instant, u64)> = BTreeMap::new();
-    for partner in store.partners()? {
-        for s in store.statements(&partner.id)? {
-            if s.period.end <= cutoff {
-                statements.line(&settle_core::replay::statement_json(&s))?;
-                expected.insert((partner.id.clone(), s.period.start), (s.period.end, s.transaction_count));
+    let mut counted: BTreeMap<(String, Instant), u64> = BTreeMap::new();
+    if member.is_dir() {
+        export_cluster_member(
+            &member,
+            cutoff,
+            &mut statements,
+            &mut transactions,
+            &mut expected,
+            &mut counted,
+        )?;
+    } else {
+        let dir = store_dir(data);
+        let store = Store::open_read_only(&dir)
+            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+        for partner in store.partners()? {
+            for s in store.statements(&partner.id)? {
+                if s.period.end <= cutoff {
+                    statements.line(&settle_core::replay::statement_json(&s))?;
+                    expected
+                        .insert((partner.id.clone(), s.period.start), (s.period.end, s.transaction_count));
+                }
             }
         }
-    }
-    // One pass over the log, in order: the applied transactions assigned to those periods.
-    let mut transactions = LinesOut::create(out.join(TRANSACTIONS_FILE))?;
-    let mut counted: BTreeMap<(String, Instant), u64> = BTreeMap::new();
-    for entry in store.log_from(0)? {
-        let (seq, entry) = entry?;
-        let LogEntry::Tx { tx, outcome } = entry else { continue };
-        let (Some(partner), Outcome::Applied(applied)) = (&tx.partner, &outcome) else { continue };
-        let key = (partner.clone(), applied.period.start);
-        if expected.contains_key(&key) {
-            transactions.line(&tx_line(seq, &tx, &outcome)?)?;
-            *counted.entry(key).or_default() += 1;
+        // One pass over the log, in order.
+        for entry in store.log_from(0)? {
+            let (seq, entry) = entry?;
+            let LogEntry::Tx { tx, outcome } = entry else { continue };
+            let (Some(partner), Outcome::Applied(applied)) = (&tx.partner, &outcome) else { continue };
+            let key = (partner.clone(), applied.period.start);
+            if expected.contains_key(&key) {
+                transactions.line(&tx_line(seq, &tx, &outcome)?)?;
+                *counted.entry(key).or_default() += 1;
+            }
         }
     }
     let mut periods = Vec::with_capacity(expected.len());
@@ -237,7 +325,7 @@ fn export(
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!(
-        "settle archive: {} periods ({} transactions) up to {} in {}; nothing was removed from the store",
+        "settle archive: {} periods ({} transactions) up to {} in {}; nothing was removed (settle archive prune does)",
         manifest.periods.len(),
         manifest.files[1].lines,
         manifest.cutoff,
@@ -358,4 +446,82 @@ fn restore(from: &Path, out: Option<&Path>, partner: Option<&str>) -> anyhow::Re
         out.display()
     );
     Ok(())
+}
+
+/// Most periods sent in one prune request (the API's `MAX_PRUNE_PERIODS`).
+const PRUNE_SLICE: usize = settle_api::archive::MAX_PRUNE_PERIODS;
+
+fn prune(from: &Path, api: &str, key_file: &Path) -> anyhow::Result<()> {
+    let manifest = verify(from)?;
+    let key = std::fs::read_to_string(key_file)
+        .with_context(|| format!("cannot read {}", key_file.display()))?
+        .trim()
+        .to_string();
+    let host = api
+        .strip_prefix("http://")
+        .context("--api: an http:// address of a node's API (e.g. http://127.0.0.1:8080)")?
+        .trim_end_matches('/')
+        .to_string();
+    let mut total = BTreeMap::<String, u64>::new();
+    for slice in manifest.periods.chunks(PRUNE_SLICE) {
+        let body =
+            serde_json::json!({"format": manifest.format, "cutoff": manifest.cutoff, "periods": slice});
+        let (status, answer) = post_json(&host, &key, "/v1/archive/prune", &body.to_string())?;
+        anyhow::ensure!(status == 200, "the node answered {status}: {answer}");
+        for (name, value) in answer.as_object().into_iter().flatten() {
+            *total.entry(name.clone()).or_default() += value.as_u64().unwrap_or(0);
+        }
+    }
+    let g = |k: &str| total.get(k).copied().unwrap_or(0);
+    eprintln!(
+        "settle archive: {} periods pruned: {} history rows removed ({} transactions, {} exception \
+         records, which stay in the exception queue); {} rows kept for periods not archived yet",
+        manifest.periods.len(),
+        g("rows_removed"),
+        g("transactions_removed"),
+        g("exception_records_removed"),
+        g("rows_kept")
+    );
+    Ok(())
+}
+
+/// One HTTP/1.1 POST of a JSON body, answered status and JSON body.
+fn post_json(host: &str, key: &str, path: &str, body: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).with_context(|| format!("cannot send to {host}"))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).with_context(|| format!("cannot read the answer of {host}"))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("the answer has no header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status: u16 = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {head:?}"))?;
+    let mut content = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        content = dechunk(&content).context("a malformed chunked answer")?;
+    }
+    let value = serde_json::from_slice(&content)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&content).to_string()));
+    Ok((status, value))
+}
+
+fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let pos = body.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..pos]).ok()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(body.get(pos + 2..pos + 2 + size)?);
+        body = body.get(pos + 2 + size + 2..)?;
+    }
 }
