@@ -16,7 +16,7 @@
 //! running it again (removing a removed row is a no-op).
 
 use crate::node::{ClusterError, ClusterHandle};
-use crate::reads::{ShardAnswer, ShardRead};
+use crate::reads::{unexpected, ShardAnswer, ShardRead};
 use crate::types::{shard_group, shard_of, Cmd, Resp, MAX_PRUNE_ROWS};
 use serde::{Deserialize, Serialize};
 use settle_core::{Instant, Outcome};
@@ -173,18 +173,18 @@ impl ClusterHandle {
                     ShardAnswer::Refused(why) => return Err(ClusterError::Rejected(why)),
                     _ => return Err(unexpected()),
                 };
+                report.rows_removed += slice.rows.len() as u64;
+                report.transactions_removed += slice.transactions;
+                report.exception_records_removed += slice.exceptions;
+                report.rows_kept += slice.kept;
                 if !slice.rows.is_empty() {
                     debug_assert!(slice.rows.len() <= MAX_PRUNE_ROWS);
-                    match self.propose(group, Cmd::Prune(Arc::new(slice.rows.clone()))).await? {
+                    match self.propose(group, Cmd::Prune(Arc::new(slice.rows))).await? {
                         Resp::Done(Ok(())) => {}
                         Resp::Done(Err(why)) => return Err(ClusterError::Rejected(why)),
                         Resp::Txs(_) => return Err(unexpected()),
                     }
                 }
-                report.rows_removed += slice.rows.len() as u64;
-                report.transactions_removed += slice.transactions;
-                report.exception_records_removed += slice.exceptions;
-                report.rows_kept += slice.kept;
                 match slice.next {
                     Some(next) => from = next,
                     None => break,
@@ -193,8 +193,4 @@ impl ClusterHandle {
         }
         Ok(report)
     }
-}
-
-fn unexpected() -> ClusterError {
-    ClusterError::Storage("a shard answered another kind of read".into())
 }

@@ -920,7 +920,7 @@ impl ClusterHandle {
     }
 }
 
-fn unexpected() -> ClusterError {
+pub(crate) fn unexpected() -> ClusterError {
     ClusterError::Storage("a shard answered another kind of read".into())
 }
 
