@@ -18,6 +18,7 @@ pub mod log_store;
 pub mod meta;
 pub mod node;
 pub mod observe;
+pub mod orphan;
 pub mod prune;
 pub mod raft_net;
 pub mod reads;

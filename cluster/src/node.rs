@@ -140,6 +140,22 @@ pub(crate) struct Group {
     pub(crate) sm: GroupSm,
 }
 
+/// How the local replica `g` sees its group's membership.
+pub(crate) fn membership_view(g: &Group) -> crate::transport::MembershipView {
+    let metrics = g.raft.metrics();
+    let m = metrics.borrow();
+    let config = m.membership_config.log_id().map(|l| l.index);
+    let committed = match (config, m.last_applied) {
+        (Some(config), Some(applied)) => config <= applied.index,
+        _ => false,
+    };
+    let membership = m.membership_config.membership();
+    let mut members: Vec<NodeId> = membership.voter_ids().chain(membership.learner_ids()).collect();
+    members.sort_unstable();
+    members.dedup();
+    crate::transport::MembershipView { leader: m.current_leader, config_index: config, committed, members }
+}
+
 impl std::fmt::Debug for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Group").field("sm", &self.sm).finish()
@@ -498,20 +514,24 @@ impl ClusterHandle {
                     && !membership.voter_ids().any(|v| v == self.inner.id)
                     && !membership.learner_ids().any(|v| v == self.inner.id)
             };
-            if !removed {
-                continue;
+            if removed {
+                self.delete_replica(group, &g).await;
             }
-            let _opening = self.inner.opening.lock().await;
-            self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
-            let _ = g.raft.shutdown().await;
-            if let Err(e) = g.sm.drop_records().await {
-                tracing::error!("group {group}: cannot delete the removed replica: {e}");
-            }
-            tracing::info!("group {group}: this node's replica was moved away; deleted it");
         }
     }
 
-    fn all_groups(&self) -> Vec<(GroupId, Arc<Group>)> {
+    /// Shuts down and deletes this node's replica of `group` (moved away from it).
+    pub(crate) async fn delete_replica(&self, group: GroupId, g: &Group) {
+        let _opening = self.inner.opening.lock().await;
+        self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
+        let _ = g.raft.shutdown().await;
+        if let Err(e) = g.sm.drop_records().await {
+            tracing::error!("group {group}: cannot delete the removed replica: {e}");
+        }
+        tracing::info!("group {group}: this node's replica was moved away; deleted it");
+    }
+
+    pub(crate) fn all_groups(&self) -> Vec<(GroupId, Arc<Group>)> {
         let groups = self.inner.groups.read().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<_> = groups.iter().map(|(g, x)| (*g, Arc::clone(x))).collect();
         all.sort_by_key(|(g, _)| *g);
@@ -524,11 +544,13 @@ impl ClusterHandle {
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK_INTERVAL);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut orphans = crate::orphan::OrphanWatch::default();
             loop {
                 interval.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let me = ClusterHandle { inner };
                 me.drop_removed_replicas().await;
+                me.drop_orphaned_replicas(&mut orphans);
                 me.observe_groups();
                 let at = now();
                 for (group, g) in me.all_groups() {
@@ -587,11 +609,9 @@ impl ClusterHandle {
         let mut last_error: String;
         let mut attempt_no = 0usize;
         loop {
-            let leader = match (&local, hint.take()) {
-                (_, Some(h)) => Some(h),
-                (Some(g), None) => g.raft.metrics().borrow().current_leader,
-                // No replica here: ask the initial members in turn; one of them leads or knows.
-                (None, None) => self.some_member(attempt_no),
+            let leader = match hint.take() {
+                Some(h) => Some(h),
+                None => self.leader_to_ask(local.as_deref(), attempt_no),
             };
             attempt_no += 1;
             let attempt = match leader {
@@ -631,15 +651,35 @@ impl ClusterHandle {
         }
     }
 
-    pub(crate) fn some_member(&self, n: usize) -> Option<NodeId> {
-        let members: Vec<NodeId> = self.inner.config.initial.keys().copied().collect();
-        members.get(n % members.len().max(1)).copied()
+    /// The node to ask for `group`'s leader on attempt `n`: the leader the local replica knows;
+    /// else, in turn, the other members of the local replica's configuration (a replica removed
+    /// from its group keeps its last configuration and never hears of a leader again, so waiting
+    /// for it to learn one would wait forever); else, in turn, the other registered nodes.
+    pub(crate) fn leader_to_ask(&self, local: Option<&Group>, n: usize) -> Option<NodeId> {
+        let mut ask: Vec<NodeId> = Vec::new();
+        if let Some(g) = local {
+            let metrics = g.raft.metrics();
+            let m = metrics.borrow();
+            if m.current_leader.is_some() {
+                return m.current_leader;
+            }
+            let membership = m.membership_config.membership();
+            ask = membership.voter_ids().filter(|&v| v != self.inner.id).collect();
+        }
+        if ask.is_empty() {
+            ask = self.nodes().into_keys().filter(|&v| v != self.inner.id).collect();
+        }
+        if ask.is_empty() {
+            return Some(self.inner.id);
+        }
+        ask.get(n % ask.len()).copied()
     }
 
     /// On this node, which should lead `group`: adds learners (each caught up before it
     /// returns), then sets the voters.
     async fn local_reconfigure(
         &self,
+        group: GroupId,
         g: &Group,
         add: Vec<(NodeId, String)>,
         voters: std::collections::BTreeSet<NodeId>,
@@ -653,11 +693,13 @@ impl ClusterHandle {
                 self.inner.peers.set_addr(id, addr.clone());
             }
             g.raft.add_learner(id, BasicNode { addr }, true).await.map_err(not_leader)?;
+            tracing::info!(group, learner = id, "added a learner; it caught up");
         }
         let current: std::collections::BTreeSet<NodeId> =
             g.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         if current != voters {
-            g.raft.change_membership(voters, false).await.map_err(not_leader)?;
+            g.raft.change_membership(voters.clone(), false).await.map_err(not_leader)?;
+            tracing::info!(group, from = ?current, to = ?voters, "changed the voters");
         }
         Ok(Resp::Done(Ok(())))
     }
@@ -674,15 +716,15 @@ impl ClusterHandle {
         let mut hint = None;
         let mut n = 0usize;
         loop {
-            let leader = match (&local, hint.take()) {
-                (_, Some(h)) => Some(h),
-                (Some(g), None) => g.raft.metrics().borrow().current_leader,
-                (None, None) => self.some_member(n),
+            let leader = match hint.take() {
+                Some(h) => Some(h),
+                None => self.leader_to_ask(local.as_deref(), n),
             };
             n += 1;
+            tracing::debug!(group, ?leader, attempt = n, "reconfigure: asking the leader");
             let attempt = match leader {
                 Some(l) if l == self.inner.id => match &local {
-                    Some(g) => self.local_reconfigure(g, add.clone(), voters.clone()).await,
+                    Some(g) => self.local_reconfigure(group, g, add.clone(), voters.clone()).await,
                     None => Err(ForwardError::NotLeader(None)),
                 },
                 Some(l) => {
@@ -695,6 +737,7 @@ impl ClusterHandle {
                 }
                 None => Err(ForwardError::NotLeader(None)),
             };
+            tracing::debug!(group, ?leader, ok = attempt.is_ok(), "reconfigure: answered");
             match attempt {
                 Ok(_) => return Ok(()),
                 Err(ForwardError::NotLeader(h)) => hint = h.filter(|&h| Some(h) != leader),
@@ -1320,7 +1363,7 @@ impl PeerService for ClusterHandle {
             },
             PeerReq::Config => PeerResp::Config(self.inner.config.clone()),
             PeerReq::Reconfigure { group, add, voters } => match self.group(group) {
-                Some(g) => PeerResp::Forward(self.local_reconfigure(&g, add, voters).await),
+                Some(g) => PeerResp::Forward(self.local_reconfigure(group, &g, add, voters).await),
                 None => PeerResp::Forward(Err(ForwardError::NotLeader(None))),
             },
             PeerReq::Forward { group, cmd } => match self.group(group) {
@@ -1328,6 +1371,9 @@ impl PeerService for ClusterHandle {
                 None => PeerResp::Forward(Err(ForwardError::NotLeader(None))),
             },
             PeerReq::Status => PeerResp::Status(Box::new(self.local_status())),
+            PeerReq::Membership { group } => {
+                PeerResp::Membership(self.group(group).map(|g| membership_view(&g)))
+            }
             PeerReq::Campaign { group, from } => match self.group(group) {
                 Some(g) => PeerResp::Campaign(self.campaign(&g, from).await),
                 None => missing(group),

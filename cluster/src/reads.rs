@@ -667,10 +667,9 @@ impl ClusterHandle {
         let mut hint: Option<u64> = None;
         let mut n = 0usize;
         loop {
-            let leader = match (&local, hint.take()) {
-                (_, Some(h)) => Some(h),
-                (Some(g), None) => g.raft.metrics().borrow().current_leader,
-                (None, None) => self.some_member(n),
+            let leader = match hint.take() {
+                Some(h) => Some(h),
+                None => self.leader_to_ask(local.as_deref(), n),
             };
             n += 1;
             let attempt = match (leader, &local) {

@@ -157,6 +157,23 @@ pub enum PeerReq {
         group: GroupId,
         from: NodeId,
     },
+    /// The group's membership as this node's replica sees it (a replica that lost track of its
+    /// group asks whether it was removed).
+    Membership {
+        group: GroupId,
+    },
+}
+
+/// One replica's view of its group's membership, for [`PeerReq::Membership`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipView {
+    pub leader: Option<NodeId>,
+    /// The log index of the membership configuration in effect.
+    pub config_index: Option<u64>,
+    /// Whether that configuration is applied here (so committed).
+    pub committed: bool,
+    /// Voters and learners of that configuration.
+    pub members: Vec<NodeId>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,6 +189,8 @@ pub enum PeerResp {
     Refused(String),
     /// Whether the campaign asked for ended with a leader other than the leaving one.
     Campaign(bool),
+    /// `None`: this node holds no replica of the group.
+    Membership(Option<MembershipView>),
 }
 
 /// Why a peer call failed; the request may or may not have been served.

@@ -107,7 +107,8 @@ impl Cluster {
             .arg("--api-key-file")
             .arg(dir.join("api-key"))
             .args(&self.node_args)
-            .env("RUST_LOG", "warn")
+            // `SETTLE_TEST_NODE_LOG=warn,settle_cluster=debug` to see what the nodes do.
+            .env("RUST_LOG", std::env::var("SETTLE_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(match &node.stderr_log {
                 Some(path) => {
