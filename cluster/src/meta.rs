@@ -5,7 +5,7 @@
 use crate::types::{MetaCmd, NodeId, META_GROUP};
 use serde::{Deserialize, Serialize};
 use settle_storage::RaftOp;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a control batch was refused (the start of its error text, which the node matches).
 pub const CONFLICT_AUDIT_HEAD: &str = "the audit chain moved on";
@@ -41,6 +41,11 @@ pub enum ControlOp {
         record: Vec<u8>,
     },
 }
+
+/// The control space the cluster keeps for itself: the nodes `remove-node` removed (key: the
+/// id), so that an initial member that was removed is no longer counted from the `--bootstrap`
+/// list. The API's spaces are small numbers, far below it.
+pub const SPACE_REMOVED_NODES: u8 = 200;
 
 /// The last record of the audit chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +95,25 @@ impl ClusterConfig {
     }
 }
 
+/// The metadata group's voters for the nodes `nodes`: the current voters that stay, then the
+/// other nodes by id until there are `replicas` (or every node), so that the registry keeps a
+/// majority when any one node fails, also after the initial members are drained.
+pub fn meta_voters(
+    current: &BTreeSet<NodeId>,
+    nodes: &BTreeSet<NodeId>,
+    replicas: usize,
+) -> BTreeSet<NodeId> {
+    let want = replicas.min(nodes.len()).max(1);
+    let mut voters: BTreeSet<NodeId> = current.intersection(nodes).copied().take(want).collect();
+    for &n in nodes {
+        if voters.len() >= want {
+            break;
+        }
+        voters.insert(n);
+    }
+    voters
+}
+
 /// The replicated registry and control plane.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
@@ -112,9 +136,16 @@ impl MetaState {
             MetaCmd::Control(batch) => return self.apply_control(batch, ops),
             MetaCmd::RegisterNode(info) => {
                 self.nodes.insert(info.id, info.clone());
+                if self.is_removed(info.id) {
+                    let unmark = ControlOp::Delete { space: SPACE_REMOVED_NODES, key: info.id.to_string() };
+                    return self.apply_control(&[unmark], ops);
+                }
             }
             MetaCmd::RemoveNode(id) => {
                 self.nodes.remove(id);
+                let mark =
+                    ControlOp::Put { space: SPACE_REMOVED_NODES, key: id.to_string(), value: Vec::new() };
+                return self.apply_control(&[mark], ops);
             }
             MetaCmd::Place { shard, nodes } => {
                 if nodes.is_empty() {
@@ -152,6 +183,11 @@ impl MetaState {
         self.control = control;
         self.audit_head = audit_head;
         Ok(())
+    }
+
+    /// Whether `remove-node` removed node `id` (and it was not registered again since).
+    pub fn is_removed(&self, id: NodeId) -> bool {
+        self.control_get(SPACE_REMOVED_NODES, &id.to_string()).is_some()
     }
 
     pub fn control_get(&self, space: u8, key: &str) -> Option<&Vec<u8>> {
@@ -224,6 +260,38 @@ mod tests {
 
     fn audit(seq: u64, prev: &str, hash: &str) -> ControlOp {
         ControlOp::Audit { seq, prev: prev.into(), hash: hash.into(), record: hash.as_bytes().to_vec() }
+    }
+
+    fn ids(v: &[NodeId]) -> BTreeSet<NodeId> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_registry_keeps_its_voters_and_replaces_only_those_that_leave() {
+        // A fourth node joins: the voters stay.
+        assert_eq!(meta_voters(&ids(&[1, 2, 3]), &ids(&[1, 2, 3, 4]), 3), ids(&[1, 2, 3]));
+        // Node 2 is drained: node 4 takes its place.
+        assert_eq!(meta_voters(&ids(&[1, 2, 3]), &ids(&[1, 3, 4]), 3), ids(&[1, 3, 4]));
+        // A single node grows: the new ones become voters up to three.
+        assert_eq!(meta_voters(&ids(&[1]), &ids(&[1, 2]), 3), ids(&[1, 2]));
+        assert_eq!(meta_voters(&ids(&[1, 2]), &ids(&[1, 2, 3, 4]), 3), ids(&[1, 2, 3]));
+        // Down to one node.
+        assert_eq!(meta_voters(&ids(&[1, 2, 3]), &ids(&[3]), 3), ids(&[3]));
+    }
+
+    #[test]
+    fn removing_a_node_marks_it_until_it_is_registered_again() {
+        let mut m = MetaState::default();
+        let info = NodeInfo { id: 2, peer: "127.0.0.1:1".into(), quic: String::new(), http: None };
+        let mut ops = Vec::new();
+        m.apply(&MetaCmd::RegisterNode(info.clone()), Some(&mut ops)).unwrap();
+        assert!(!m.is_removed(2) && ops.is_empty());
+        m.apply(&MetaCmd::RemoveNode(2), Some(&mut ops)).unwrap();
+        assert!(m.is_removed(2) && !m.nodes.contains_key(&2));
+        assert_eq!(ops.len(), 1, "the mark is written with the entry");
+        m.apply(&MetaCmd::RegisterNode(info), Some(&mut ops)).unwrap();
+        assert!(!m.is_removed(2) && m.nodes.contains_key(&2));
+        assert_eq!(ops.len(), 2);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::types::{
 use crate::writer::LogWriter;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesResponse;
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
 use settle_core::tx::TxResult;
 use settle_core::{ContractVersion, FxRate, Instant, Partner, Span, TxInput};
 use settle_storage::RaftDb;
@@ -154,6 +154,44 @@ pub(crate) fn membership_view(g: &Group) -> crate::transport::MembershipView {
     members.sort_unstable();
     members.dedup();
     crate::transport::MembershipView { leader: m.current_leader, config_index: config, committed, members }
+}
+
+/// One group in `settle cluster status --json`: its leader, voters and learners (as the leader
+/// reports them), and every reporting node's replica.
+fn group_json(reports: &BTreeMap<NodeId, Option<NodeStatus>>, group: GroupId) -> serde_json::Value {
+    let mut leader = None;
+    let mut members = Vec::new();
+    let mut learners = Vec::new();
+    let mut replicas = Vec::new();
+    let mut leader_last = None;
+    for (id, report) in reports {
+        let Some(g) = report.as_ref().and_then(|r| r.groups.iter().find(|g| g.group == group)) else {
+            continue;
+        };
+        if g.leader == Some(*id) {
+            leader = Some(*id);
+            members = g.voters.clone();
+            learners = g.learners.clone();
+            leader_last = g.last_log_index;
+        } else if members.is_empty() {
+            members = g.voters.clone();
+            learners = g.learners.clone();
+        }
+        replicas.push((*id, g));
+    }
+    let replicas: Vec<serde_json::Value> = replicas
+        .into_iter()
+        .map(|(node, g)| {
+            let lag = match (leader_last, g.applied_index) {
+                (Some(last), Some(a)) => Some(last.saturating_sub(a)),
+                _ => None,
+            };
+            serde_json::json!({"node": node, "applied_index": g.applied_index,
+                "state_hash": g.state_hash, "lag": lag, "snapshot_index": g.snapshot_index,
+                "purged_index": g.purged_index, "snapshots_installed": g.snapshots_installed})
+        })
+        .collect();
+    serde_json::json!({"leader": leader, "members": members, "learners": learners, "replicas": replicas})
 }
 
 impl std::fmt::Debug for Group {
@@ -441,6 +479,13 @@ impl ClusterHandle {
         };
         let me = self.clone();
         tokio::spawn(async move {
+            if me.removed() {
+                // Registering would undo the removal; `settle cluster add-node` brings it back.
+                tracing::warn!(
+                    "this node was removed from the cluster (settle cluster add-node adds it back)"
+                );
+                return;
+            }
             let cmd = Cmd::Meta(MetaCmd::RegisterNode(info));
             while let Err(e) = me.propose(META_GROUP, cmd.clone()).await {
                 tracing::debug!("registering node: {e}");
@@ -676,7 +721,8 @@ impl ClusterHandle {
     }
 
     /// On this node, which should lead `group`: adds learners (each caught up before it
-    /// returns), then sets the voters.
+    /// returns), then sets the voters; in the metadata group it also drops the learners that
+    /// are no registered node (removed ones).
     async fn local_reconfigure(
         &self,
         group: GroupId,
@@ -688,6 +734,7 @@ impl ClusterHandle {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader(f.leader_id),
             other => ForwardError::Failed(other.to_string()),
         };
+        let adding: Vec<NodeId> = add.iter().map(|(id, _)| *id).collect();
         for (id, addr) in add {
             if check_peer_addr(&addr).is_ok() {
                 self.inner.peers.set_addr(id, addr.clone());
@@ -700,6 +747,26 @@ impl ClusterHandle {
         if current != voters {
             g.raft.change_membership(voters.clone(), false).await.map_err(not_leader)?;
             tracing::info!(group, from = ?current, to = ?voters, "changed the voters");
+        }
+        if group == META_GROUP {
+            // Every registered node reads the registry as a learner; a removed node no longer.
+            let registered = self.nodes();
+            let gone: std::collections::BTreeSet<NodeId> = g
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .learner_ids()
+                .filter(|n| !registered.contains_key(n) && !voters.contains(n) && !adding.contains(n))
+                .collect();
+            if !gone.is_empty() {
+                g.raft
+                    .change_membership(ChangeMembers::RemoveNodes(gone.clone()), false)
+                    .await
+                    .map_err(not_leader)?;
+                tracing::info!(group, removed = ?gone, "removed learners that are no registered node");
+            }
         }
         Ok(Resp::Done(Ok(())))
     }
@@ -839,10 +906,12 @@ impl ClusterHandle {
     /// replicas to it until replicas are spread evenly.
     pub async fn add_node(&self, id: NodeId, peer: String) -> Result<(), ClusterError> {
         check_peer_addr(&peer).map_err(ClusterError::Rejected)?;
-        // The metadata group: as a learner (it reads the registry; the voters stay).
-        let meta_voters: std::collections::BTreeSet<NodeId> =
-            self.inner.config.initial.keys().copied().collect();
-        self.reconfigure(META_GROUP, vec![(id, peer.clone())], meta_voters).await?;
+        // The metadata group: a learner (it reads the registry), a voter only while the
+        // registry has fewer than its replicas.
+        let mut all: std::collections::BTreeSet<NodeId> = self.nodes().into_keys().collect();
+        all.insert(id);
+        let voters = crate::meta::meta_voters(&self.meta_voters(), &all, self.inner.config.replicas as usize);
+        self.reconfigure(META_GROUP, vec![(id, peer.clone())], voters).await?;
         let info = NodeInfo { id, peer: peer.clone(), quic: String::new(), http: None };
         if !self.nodes().contains_key(&id) {
             Self::done(self.propose(META_GROUP, Cmd::Meta(MetaCmd::RegisterNode(info))).await?)?;
@@ -851,6 +920,14 @@ impl ClusterHandle {
             self.nodes().into_iter().map(|(n, i)| (n, i.peer)).collect();
         nodes.insert(id, peer);
         self.rebalance(&nodes).await
+    }
+
+    /// The metadata group's voters as the local replica knows them.
+    fn meta_voters(&self) -> std::collections::BTreeSet<NodeId> {
+        match self.group(META_GROUP) {
+            Some(g) => g.raft.metrics().borrow().membership_config.membership().voter_ids().collect(),
+            None => self.inner.config.initial.keys().copied().collect(),
+        }
     }
 
     /// Drains node `id`: its replicas move to the other nodes (learner catch-up, then
@@ -868,7 +945,19 @@ impl ClusterHandle {
         if self.shard_voters().await?.iter().any(|v| v.contains(&id)) {
             return Err(ClusterError::Unavailable(format!("node {id} still holds replicas")));
         }
-        Self::done(self.propose(META_GROUP, Cmd::Meta(MetaCmd::RemoveNode(id))).await?)
+        Self::done(self.propose(META_GROUP, Cmd::Meta(MetaCmd::RemoveNode(id))).await?)?;
+        // The registry itself: another node takes the leaving one's vote, and the leaving one
+        // stops being a member at all (its leader drops learners that are no registered node).
+        let remaining: std::collections::BTreeSet<NodeId> = nodes.keys().copied().collect();
+        let voters =
+            crate::meta::meta_voters(&self.meta_voters(), &remaining, self.inner.config.replicas as usize);
+        let current = self.meta_voters();
+        let add: Vec<(NodeId, String)> = voters
+            .iter()
+            .filter(|n| !current.contains(n))
+            .filter_map(|n| nodes.get(n).map(|a| (*n, a.clone())))
+            .collect();
+        self.reconfigure(META_GROUP, add, voters).await
     }
 
     /// Resolves when the local replica of `group` knows a leader other than `from` (never, when
@@ -1036,6 +1125,16 @@ impl ClusterHandle {
         NodeStatus { info: self.info(), groups }
     }
 
+    /// Whether the metadata group, as this node has applied it, says `remove-node` removed it.
+    fn removed(&self) -> bool {
+        let Some(g) = self.group(META_GROUP) else { return false };
+        let removed = match &g.sm.lock().kind {
+            SmKind::Meta(meta) => meta.is_removed(self.inner.id),
+            SmKind::Shard(_) => false,
+        };
+        removed
+    }
+
     /// The registered nodes (from the metadata group as this node has applied it).
     pub fn nodes(&self) -> BTreeMap<NodeId, NodeInfo> {
         let mut nodes: BTreeMap<NodeId, NodeInfo> = BTreeMap::new();
@@ -1044,6 +1143,7 @@ impl ClusterHandle {
         }
         if let Some(g) = self.group(META_GROUP) {
             if let SmKind::Meta(meta) = &g.sm.lock().kind {
+                nodes.retain(|id, _| !meta.is_removed(*id));
                 for (id, info) in &meta.nodes {
                     nodes.insert(*id, info.clone());
                 }
@@ -1077,43 +1177,12 @@ impl ClusterHandle {
             .collect();
         let mut shards = Vec::new();
         for shard in 0..self.inner.config.shards {
-            let group = shard_group(shard);
-            let mut leader = None;
-            let mut members = Vec::new();
-            let mut learners = Vec::new();
-            let mut replicas = Vec::new();
-            let mut leader_last = None;
-            for (id, report) in &reports {
-                let Some(g) = report.as_ref().and_then(|r| r.groups.iter().find(|g| g.group == group)) else {
-                    continue;
-                };
-                if g.leader == Some(*id) {
-                    leader = Some(*id);
-                    members = g.voters.clone();
-                    learners = g.learners.clone();
-                    leader_last = g.last_log_index;
-                } else if members.is_empty() {
-                    members = g.voters.clone();
-                    learners = g.learners.clone();
-                }
-                replicas.push((*id, g));
-            }
-            let replicas: Vec<serde_json::Value> = replicas
-                .into_iter()
-                .map(|(node, g)| {
-                    let lag = match (leader_last, g.applied_index) {
-                        (Some(last), Some(a)) => Some(last.saturating_sub(a)),
-                        _ => None,
-                    };
-                    serde_json::json!({"node": node, "applied_index": g.applied_index,
-                        "state_hash": g.state_hash, "lag": lag, "snapshot_index": g.snapshot_index,
-                        "purged_index": g.purged_index, "snapshots_installed": g.snapshots_installed})
-                })
-                .collect();
-            shards.push(serde_json::json!({"shard": shard, "leader": leader, "members": members,
-                "learners": learners, "replicas": replicas}));
+            let mut view = group_json(&reports, shard_group(shard));
+            view["shard"] = serde_json::json!(shard);
+            shards.push(view);
         }
-        serde_json::json!({"nodes": node_list, "shards": shards})
+        let registry = group_json(&reports, META_GROUP);
+        serde_json::json!({"nodes": node_list, "shards": shards, "registry": registry})
     }
 
     /// Hands every leadership this node holds to a caught-up follower before the node stops, so

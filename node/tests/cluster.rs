@@ -274,8 +274,13 @@ async fn nodes_join_and_drain_while_replicas_stay_equal() {
     // Node 2 is drained: no shard keeps a replica on it, and writes go on.
     cluster.settle_cli(&["remove-node", "--id", "2"]).await;
     eprintln!("node 2 removed");
-    let members = shard_members(&status(&c1).await);
+    let s = status(&c1).await;
+    let members = shard_members(&s);
     assert!(members.iter().all(|m| m.len() == 3 && !m.contains(&2)), "{members:?}");
+    // The registry gave node 2's vote to node 4 and no longer counts node 2 at all.
+    assert_eq!(s["registry"]["members"], serde_json::json!([1, 3, 4]), "{s}");
+    assert_eq!(s["registry"]["learners"], serde_json::json!([]), "{s}");
+    assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["id"] != 2), "{s}");
     submit_until_acked(&c4, batch(80), FAILOVER_DEADLINE, &mut acked).await;
     let all: Vec<_> = acked.values().cloned().collect();
     let again = c4.submit(all.iter().map(|(tx, _)| tx.clone()).collect()).await.unwrap();
