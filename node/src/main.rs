@@ -732,7 +732,11 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
     let cert = ingress.cert_path().to_path_buf();
     let (api, admin) = match cluster.http {
         Some(listen) => {
-            let (server, admin) = start_cluster_api(listen, &handle, metrics).await?;
+            // A joining node never creates the first administrator (the initial members do,
+            // once for the cluster), and it cannot wait for one: it reads the registry only
+            // once `add-node` made it a learner, which needs it ready first.
+            let create_admin = cluster.join.is_none();
+            let (server, admin) = start_cluster_api(listen, &handle, metrics, create_admin).await?;
             (Some(server), admin)
         }
         None => (None, None),
@@ -789,17 +793,22 @@ async fn run_cluster_node(opts: NodeOptions, cluster: ClusterArgs) -> anyhow::Re
 const BOOTSTRAP_ADMIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves the HTTP API on `addr` over a cluster member; the member that creates the first
-/// administrator (once for the cluster) gets its credentials, to show once.
+/// administrator (once for the cluster; only initial members try, `create_admin`) gets its
+/// credentials, to show once.
 async fn start_cluster_api(
     addr: SocketAddr,
     handle: &settle_cluster::ClusterHandle,
     metrics: Arc<settle_api::metrics::Metrics>,
+    create_admin: bool,
 ) -> anyhow::Result<(settle_api::ApiServer, Option<settle_api::BootstrapAdmin>)> {
     let control: Arc<dyn settle_api::model::ControlStore> =
         Arc::new(settle_node::cluster_api::ClusterControl(handle.clone()));
     let config = settle_api::ApiConfig::new(addr);
     let deadline = tokio::time::Instant::now() + BOOTSTRAP_ADMIN_WAIT;
     let admin = loop {
+        if !create_admin {
+            break None;
+        }
         match settle_api::bootstrap_admin(Arc::clone(&control), config.argon2_memory_kib).await {
             Ok(admin) => break admin,
             Err(e) if tokio::time::Instant::now() < deadline => {
