@@ -35,6 +35,10 @@ pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 pub const PROBE_HEDGE_AFTER: Duration = Duration::from_millis(250);
 /// Repeat batches in flight during the verification.
 const VERIFY_CONCURRENCY: usize = 16;
+/// Transactions per batch when the acked history is submitted again: far larger than the
+/// traffic's batches (the per-request cost dominated the repeat, which timed out after long
+/// runs) and far below `wire::MAX_BATCH_TXS` and the frame limit.
+const VERIFY_BATCH_TXS: usize = 1000;
 /// Pause after every node refused a request, before going round again.
 const ROUND_PAUSE: Duration = Duration::from_millis(100);
 
@@ -390,7 +394,7 @@ impl Load {
         Some((worst.max_gap, id, worst.max_gap_from))
     }
 
-    /// Submits every acked transaction again, unchanged, in chunks of the batch size, each sent
+    /// Submits every acked transaction again, unchanged, in chunks of [`VERIFY_BATCH_TXS`], each sent
     /// to the nodes in turn until one answers (so that one node that cannot forward does not keep
     /// the verification from learning what the cluster holds). Answers in history order.
     pub async fn repeat_all(
@@ -400,7 +404,7 @@ impl Load {
     ) -> anyhow::Result<Vec<wire::TxResult>> {
         let sem = Arc::new(tokio::sync::Semaphore::new(VERIFY_CONCURRENCY));
         let mut set = tokio::task::JoinSet::new();
-        let chunks = settle_loadtest::verify::tx_chunks(history, self.batch);
+        let chunks = settle_loadtest::verify::tx_chunks(history, VERIFY_BATCH_TXS);
         let count = chunks.len();
         for (i, txs) in chunks.into_iter().enumerate() {
             let permit = sem.clone().acquire_owned().await?;

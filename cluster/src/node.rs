@@ -538,38 +538,29 @@ impl ClusterHandle {
         Ok(g)
     }
 
-    /// Shuts down and deletes the local replicas of groups whose membership no longer includes
-    /// this node (moved elsewhere by a rebalance). A stale replica left running would campaign
-    /// with ever higher terms and disturb the group if it were ever added back; deleted, it is
-    /// re-created empty when a leader places a replica here again.
-    async fn drop_removed_replicas(&self) {
-        for (group, g) in self.all_groups() {
-            let removed = {
-                let metrics = g.raft.metrics();
-                let m = metrics.borrow();
-                let membership = m.membership_config.membership();
-                let voters: Vec<NodeId> = membership.voter_ids().collect();
-                // An empty membership is a replica being added (not initialized yet); only a
-                // committed (applied) removal counts: an uncommitted one may still be undone,
-                // and a deleted replica forgets its vote.
-                let committed = match (m.membership_config.log_id(), m.last_applied) {
-                    (Some(config), Some(applied)) => config.index <= applied.index,
-                    _ => false,
-                };
-                !voters.is_empty()
-                    && committed
-                    && !membership.voter_ids().any(|v| v == self.inner.id)
-                    && !membership.learner_ids().any(|v| v == self.inner.id)
-            };
-            if removed {
-                self.delete_replica(group, &g).await;
-            }
+    /// Shuts down and deletes this node's replica of `group` (moved away from it), unless its
+    /// configuration changed since it was found removed (`checked_config`): a leader may have
+    /// placed it here again meanwhile. Checked under the opening lock, which also holds back
+    /// requests that would re-create the replica, so no append the check missed can be
+    /// acknowledged by the replica before it stops (re-adding goes through a learner
+    /// configuration that reaches the replica before anything it acknowledges can count).
+    pub(crate) async fn delete_replica(&self, group: GroupId, g: &Group, checked_config: Option<u64>) {
+        if self.inner.leaving.load(Ordering::Acquire) {
+            // Shutting down: the writer may be gone, and a decision taken while peers are
+            // closing is not one to act on. The next start checks again.
+            return;
         }
-    }
-
-    /// Shuts down and deletes this node's replica of `group` (moved away from it).
-    pub(crate) async fn delete_replica(&self, group: GroupId, g: &Group) {
         let _opening = self.inner.opening.lock().await;
+        let now = membership_view(g);
+        if now.config_index != checked_config {
+            tracing::info!(
+                group,
+                ?now,
+                ?checked_config,
+                "kept the replica: its configuration changed since the check"
+            );
+            return;
+        }
         self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&group);
         let _ = g.raft.shutdown().await;
         if let Err(e) = g.sm.drop_records().await {
@@ -591,13 +582,12 @@ impl ClusterHandle {
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK_INTERVAL);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut orphans = crate::orphan::OrphanWatch::default();
+            let mut removals = crate::removal::RemovalWatch::default();
             loop {
                 interval.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let me = ClusterHandle { inner };
-                me.drop_removed_replicas().await;
-                me.drop_orphaned_replicas(&mut orphans);
+                me.drop_removed_replicas(&mut removals);
                 me.observe_groups();
                 let at = now();
                 for (group, g) in me.all_groups() {
