@@ -158,6 +158,20 @@ pub(crate) fn membership_view(g: &Group) -> crate::transport::MembershipView {
     crate::transport::MembershipView { leader: m.current_leader, config_index: config, committed, members }
 }
 
+/// Records where the members of `g`'s configuration listen. A node added later is in no
+/// `--bootstrap` list, and a request forwarded to it (the registry's leader, say) right after a
+/// restart must not fail with "address unknown" until some Raft connection teaches its address
+/// (a restarted initial member waited 60 s for the first administrator that way in a chaos run).
+fn learn_member_addresses(peers: &Peers, g: &Group, me: NodeId) {
+    let metrics = g.raft.metrics();
+    let m = metrics.borrow();
+    for (&id, node) in m.membership_config.nodes() {
+        if id != me && check_peer_addr(&node.addr).is_ok() {
+            peers.set_addr(id, node.addr.clone());
+        }
+    }
+}
+
 /// One group in `settle cluster status --json`: its leader, voters and learners (as the leader
 /// reports them), and every reporting node's replica.
 fn group_json(reports: &BTreeMap<NodeId, Option<NodeStatus>>, group: GroupId) -> serde_json::Value {
@@ -381,6 +395,7 @@ impl ClusterHandle {
         for (group, nodes) in wanted {
             let preferred = nodes.first() == Some(&opts.id);
             let g = opener.open(group, preferred).await?;
+            learn_member_addresses(&peers, &g, opts.id);
             if !fresh {
                 // Opening the remaining groups (each replays its log) may take longer than an
                 // election timeout, and no leader's append reaches this node until the peer
