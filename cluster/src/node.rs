@@ -566,6 +566,9 @@ impl ClusterHandle {
             return;
         }
         let _opening = self.inner.opening.lock().await;
+        if !self.group(group).is_some_and(|current| std::ptr::eq(current.as_ref(), g)) {
+            return; // already gone
+        }
         let now = membership_view(g);
         if now.config_index != checked_config {
             tracing::info!(
