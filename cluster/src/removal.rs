@@ -100,7 +100,8 @@ impl ClusterHandle {
                 continue;
             };
             if proves_removal(node, &theirs, mine, me) {
-                tracing::warn!(
+                // Routine after every rebalance: not a warning.
+                tracing::info!(
                     group,
                     leader = node,
                     ?theirs,
