@@ -74,11 +74,11 @@ impl ClusterHandle {
         if due.is_empty() {
             return;
         }
-        let me = self.clone();
+        let this = self.clone();
         watch.check = Some(tokio::spawn(async move {
             for (group, g, view) in due {
-                if me.removed_from(group, &view).await {
-                    me.delete_replica(group, &g, view.config_index).await;
+                if this.removed_from(group, &view).await {
+                    this.delete_replica(group, &g, view.config_index).await;
                 }
             }
         }));
